@@ -1,0 +1,1 @@
+"""tunnel-inspector: what every CONNECT tunnel's TLS handshake did, and why it failed."""

@@ -1,0 +1,16 @@
+"""Analysis: a finished tunnel in, findings out. Pure; no I/O, no mitmproxy."""
+
+from __future__ import annotations
+
+from .findings import Finding
+from .handshake import outcome_findings
+from .record import Tunnel
+from .sni import sni_findings
+
+
+def tunnel_findings(t: Tunnel) -> list[Finding]:
+    out: list[Finding] = []
+    if t.client_hello is not None:
+        out += sni_findings(t.connect_host, t.client_hello.sni_raw, t.client_hello.sni_present)
+    out += outcome_findings(t.outcome or "closed", t.alert, t.detail, t.client_hello is not None)
+    return out

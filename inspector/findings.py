@@ -1,0 +1,78 @@
+"""Findings: the stable codes the UI, the export and CI gating key on.
+
+A finding is what the inspector concluded about one tunnel, in a sentence for the
+person reading it (`message`) and a sentence that says what to fix and where (`hint`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+ERROR = "error"
+WARNING = "warning"
+INFO = "info"
+
+SEVERITY_RANK = {INFO: 0, WARNING: 1, ERROR: 2}
+
+# Every code the inspector emits, with its default severity. `stable` in design.md.
+CODES = {
+    # SNI and handshake
+    "sni-missing": ERROR,
+    "sni-mismatch": ERROR,
+    "sni-invalid": ERROR,
+    "connect-ip": INFO,
+    "not-tls": WARNING,
+    "server-alert": ERROR,
+    "client-rejected-certificate": ERROR,
+    "handshake-aborted": ERROR,
+    "upstream-unreachable": ERROR,
+    # chain
+    "sni-required": ERROR,
+    "untrusted": ERROR,
+    "incomplete-chain": ERROR,
+    "hostname-mismatch": ERROR,
+    "expired": ERROR,
+    "not-yet-valid": ERROR,
+    "expired-in-chain": WARNING,
+    "self-signed": ERROR,
+    "wrong-order": WARNING,
+    "contains-anchor": INFO,
+    "extra-certs": INFO,
+    "weak-signature": WARNING,
+    "weak-key": WARNING,
+    "expiring-soon": WARNING,
+    "client-fails": WARNING,
+    "probe-failed": WARNING,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str
+    message: str
+    hint: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def finding(code: str, message: str, hint: str, severity: str | None = None) -> Finding:
+    """A finding with the code's default severity unless the caller knows better."""
+    if code not in CODES:
+        raise KeyError(f"unknown finding code {code!r}")
+    return Finding(code, severity or CODES[code], message, hint)
+
+
+def is_flagged(findings: list[dict] | list[Finding]) -> bool:
+    """A tunnel is flagged when any finding is a warning or an error."""
+    return any(_severity(f) in (WARNING, ERROR) for f in findings)
+
+
+def worst_severity(findings: list[dict] | list[Finding]) -> str | None:
+    severities = [_severity(f) for f in findings]
+    return max(severities, key=SEVERITY_RANK.__getitem__) if severities else None
+
+
+def _severity(f: dict | Finding) -> str:
+    return f["severity"] if isinstance(f, dict) else f.severity

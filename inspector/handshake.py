@@ -1,0 +1,322 @@
+"""How a TLS handshake ended, read from the relayed bytes of both directions.
+
+`HandshakeTracker` is a pure state machine: feed it the bytes each side sent, in the
+order the proxy relayed them, and it decides the outcome as soon as the bytes allow.
+Once decided it ignores further input, so the relay's hot path costs one attribute
+check per message after the handshake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import wire
+from .findings import Finding, finding
+
+ESTABLISHED = "established"
+SERVER_ALERT = "server-alert"
+CLIENT_ALERT = "client-alert"
+CLOSED = "closed"
+NOT_TLS = "not-tls"
+CONNECT_FAILED = "connect-failed"
+TIMEOUT = "timeout"
+
+OUTCOMES = (ESTABLISHED, SERVER_ALERT, CLIENT_ALERT, CLOSED, NOT_TLS, CONNECT_FAILED, TIMEOUT)
+
+# Client alerts that mean "I do not accept your certificate".
+CERTIFICATE_REJECTIONS = {42, 43, 44, 45, 46, 48, 113, 114}
+
+# A TLS 1.3 encrypted alert is 2 bytes + content type + 16-byte AEAD tag = 19; a
+# client's Finished is at least 53. Anything this short, sent first, is an alert.
+ENCRYPTED_ALERT_MAX = 40
+
+# Bounds on what is buffered before a decision: a Certificate message with a long
+# chain is the largest thing a handshake carries in clear.
+HANDSHAKE_MESSAGE_LIMIT = 256 * 1024
+UNDECIDED_BYTES_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AlertSeen:
+    sender: str  # "server" | "client"
+    code: int | None  # None when encrypted
+
+    def to_dict(self) -> dict:
+        desc = "encrypted" if self.code is None else wire.alert_name(self.code)
+        return {"from": self.sender, "code": self.code, "description": desc}
+
+
+class _Side:
+    def __init__(self) -> None:
+        self.records = wire.RecordReader()
+        self.handshake = wire.HandshakeReader(HANDSHAKE_MESSAGE_LIMIT)
+        self.bytes = 0
+        self.ccs = False
+        self.encrypted_records = 0
+
+
+class HandshakeTracker:
+    def __init__(self) -> None:
+        self._client = _Side()
+        self._server = _Side()
+        self.client_hello: wire.ClientHello | None = None
+        self.server_hello: wire.ServerHello | None = None
+        self.certificates: list[bytes] | None = None  # TLS <= 1.2 Certificate, served order
+        self.alert: AlertSeen | None = None
+        self.outcome: str | None = None
+        self.detail: str | None = None  # a sentence on how it ended, for the record
+        self.client_hello_error: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def version(self) -> str | None:
+        if self.server_hello is None or self.server_hello.retry:
+            return None
+        return wire.version_name(self.server_hello.version)
+
+    def feed(self, from_client: bool, data: bytes) -> bool:
+        """Take one relayed chunk; True once the outcome is known."""
+        if self.outcome is not None:
+            return True
+        side = self._client if from_client else self._server
+        if side.bytes == 0 and not wire.looks_like_tls(data[:3], from_client):
+            who = "client" if from_client else "server"
+            self._decide(NOT_TLS, f"the {who} sent non-TLS bytes: {_preview(data)}")
+            return True
+        side.bytes += len(data)
+        try:
+            for record in side.records.feed(data):
+                self._record(from_client, side, record)
+                if self.outcome is not None:
+                    return True
+        except wire.WireError as e:
+            if from_client and self.client_hello is None:
+                self.client_hello_error = str(e)
+                self._decide(NOT_TLS, f"malformed ClientHello: {e}")
+            else:
+                who = "client" if from_client else "server"
+                self._decide(CLOSED, f"the {who} sent malformed TLS: {e}")
+            return True
+        if self._client.bytes + self._server.bytes > UNDECIDED_BYTES_LIMIT:
+            self._decide(CLOSED, "more than 1 MiB relayed without a recognisable handshake end")
+        return self.outcome is not None
+
+    def closed(self) -> None:
+        """The tunnel closed (FIN or reset: the proxy sees both as EOF)."""
+        if self.outcome is not None:
+            return
+        if self.alert is not None:
+            self._decide_alert()
+            return
+        if self._client.bytes == 0:
+            self._decide(CLOSED, "the tunnel closed before the client sent anything")
+        elif self.client_hello is None:
+            self._decide(CLOSED, "the tunnel closed before a complete ClientHello")
+        elif self.server_hello is None:
+            self._decide(CLOSED, "the server closed after the ClientHello without an alert")
+        elif self.certificates is not None:
+            self._decide(CLOSED, "closed after the server's certificate, without an alert")
+        else:
+            self._decide(CLOSED, "closed after the ServerHello, before the handshake finished")
+
+    def timed_out(self, seconds: float) -> None:
+        if self.outcome is None:
+            stage = "a ClientHello" if self.client_hello is None else (
+                "the ServerHello" if self.server_hello is None else "the end of the handshake"
+            )
+            self._decide(TIMEOUT, f"no {stage} within {seconds:g} s")
+
+    def _record(self, from_client: bool, side: _Side, record: wire.Record) -> None:
+        if record.type == wire.HANDSHAKE and not side.ccs:
+            for msg_type, body in side.handshake.feed(record.payload):
+                self._handshake_message(from_client, msg_type, body)
+        elif record.type == wire.ALERT:
+            alert = wire.parse_alert(record.payload) if not side.ccs else wire.Alert(None, None)
+            if alert.code == 0:
+                return  # close_notify is no verdict
+            self.alert = AlertSeen("client" if from_client else "server", alert.code)
+            self._decide_alert()
+        elif record.type == wire.CHANGE_CIPHER_SPEC:
+            side.ccs = True
+            if self._tls12() and self._client.ccs and self._server.ccs:
+                self._decide(ESTABLISHED, None)
+        elif record.type == wire.APPLICATION_DATA or (record.type == wire.HANDSHAKE and side.ccs):
+            side.encrypted_records += 1
+            if from_client and self._tls13() and side.encrypted_records == 1:
+                if len(record.payload) <= ENCRYPTED_ALERT_MAX:
+                    self.alert = AlertSeen("client", None)
+                    self._decide_alert()
+                else:
+                    self._decide(ESTABLISHED, None)
+
+    def _handshake_message(self, from_client: bool, msg_type: int, body: bytes) -> None:
+        if from_client and msg_type == wire.CLIENT_HELLO:
+            if self.client_hello is None:  # a second one follows a HelloRetryRequest
+                self.client_hello = wire.parse_client_hello(body)
+        elif not from_client and msg_type == wire.SERVER_HELLO:
+            self.server_hello = wire.parse_server_hello(body)
+        elif not from_client and msg_type == wire.CERTIFICATE and not self._tls13():
+            self.certificates = wire.parse_certificate_list(body)
+
+    def _tls13(self) -> bool:
+        sh = self.server_hello
+        return sh is not None and not sh.retry and sh.version >= 0x0304
+
+    def _tls12(self) -> bool:
+        sh = self.server_hello
+        return sh is not None and sh.version < 0x0304
+
+    def _decide_alert(self) -> None:
+        assert self.alert is not None
+        a = self.alert
+        self._decide(
+            SERVER_ALERT if a.sender == "server" else CLIENT_ALERT,
+            f"{a.sender} sent alert {a.to_dict()['description']}",
+        )
+
+    def end(self, outcome: str, detail: str | None) -> None:
+        """Decide from outside the bytes (connect failure, proxy shutdown)."""
+        if self.outcome is None:
+            self._decide(outcome, detail)
+
+    def _decide(self, outcome: str, detail: str | None) -> None:
+        self.outcome = outcome
+        self.detail = detail
+        # Nothing more will be read: let the buffers go.
+        self._client = self._server = _Side()
+
+
+def _preview(data: bytes, n: int = 24) -> str:
+    return repr(data[:n])[2:-1] + ("..." if len(data) > n else "")
+
+
+def outcome_findings(
+    outcome: str,
+    alert: AlertSeen | None,
+    detail: str | None,
+    client_hello_seen: bool,
+) -> list[Finding]:
+    """The findings a handshake outcome leads to (none for a clean `established`)."""
+    if outcome == ESTABLISHED:
+        return []
+    if outcome == CONNECT_FAILED:
+        return [
+            finding(
+                "upstream-unreachable",
+                f"the proxy could not connect upstream: {detail}",
+                "Check the host name resolves and the port is open from the proxy's network "
+                "(or the --connect-to mapping).",
+            )
+        ]
+    if outcome == NOT_TLS:
+        if detail and detail.startswith("malformed ClientHello"):
+            return [
+                finding(
+                    "not-tls",
+                    detail,
+                    "The client's first bytes look like TLS but do not parse: a broken TLS "
+                    "stack, or another protocol on this port.",
+                    severity="error",
+                )
+            ]
+        if detail and detail.startswith("the server"):
+            return [
+                finding(
+                    "not-tls",
+                    detail,
+                    "The upstream port does not speak TLS: check the port, or whether the "
+                    "server expects plaintext.",
+                    severity="error",
+                )
+            ]
+        return [
+            finding(
+                "not-tls",
+                detail or "the client did not start TLS inside the tunnel",
+                "The client spoke another protocol through CONNECT (e.g. http:// over a "
+                "tunnel): expected if the port is not TLS, otherwise check the URL scheme.",
+            )
+        ]
+    if outcome == SERVER_ALERT and alert is not None:
+        return [finding("server-alert", f"the server refused the handshake: {_alert_text(alert)}",
+                        _SERVER_ALERT_HINTS.get(alert.code, _SERVER_ALERT_DEFAULT))]
+    if outcome == CLIENT_ALERT and alert is not None:
+        if alert.code is None:
+            return [
+                finding(
+                    "client-rejected-certificate",
+                    "the client aborted the TLS 1.3 handshake with an encrypted alert right "
+                    "after the server's certificate: most likely it rejected the certificate",
+                    "Compare the served chain with what the client trusts (its CA bundle or "
+                    "pinned keys); see the chain verdict.",
+                )
+            ]
+        if alert.code in CERTIFICATE_REJECTIONS:
+            return [
+                finding(
+                    "client-rejected-certificate",
+                    f"the client rejected the server's certificate: {_alert_text(alert)}",
+                    "Compare the served chain with what the client trusts (its CA bundle, an "
+                    "old device's root store, pinned keys); see the chain verdict.",
+                )
+            ]
+        return [
+            finding(
+                "handshake-aborted",
+                f"the client aborted the handshake: {_alert_text(alert)}",
+                "The client and server disagree on TLS parameters (versions, ciphers, ALPN): "
+                "compare the ClientHello's offer with the server's configuration.",
+            )
+        ]
+    if outcome == TIMEOUT:
+        return [
+            finding(
+                "handshake-aborted",
+                f"the handshake did not finish: {detail}",
+                "A side stalled: a firewall dropping packets, a server that waits for SNI "
+                "it never gets, or an overloaded server.",
+            )
+        ]
+    if not client_hello_seen:
+        return [
+            finding(
+                "handshake-aborted",
+                detail or "the tunnel closed before a ClientHello",
+                "The client opened a tunnel and gave up before TLS: a client-side timeout "
+                "or a connection check.",
+                severity="warning",
+            )
+        ]
+    return [
+        finding(
+            "handshake-aborted",
+            detail or "the tunnel closed before the handshake finished",
+            "A silent close is how some servers refuse a ClientHello (no SNI, no shared "
+            "version or cipher): try openssl s_client with and without -servername.",
+        )
+    ]
+
+
+def _alert_text(alert: AlertSeen) -> str:
+    d = alert.to_dict()
+    return d["description"] if d["code"] is None else f"{d['description']} ({d['code']})"
+
+
+_SERVER_ALERT_DEFAULT = (
+    "Compare the ClientHello (SNI, versions, ALPN) with what the server accepts."
+)
+_SERVER_ALERT_HINTS = {
+    112: "The server does not serve this name: check the SNI the client sends, or add "
+    "the name to the server's virtual hosts.",
+    40: "No shared parameters, or the server needs SNI the client did not send: compare "
+    "versions, ciphers and SNI with the server's configuration.",
+    70: "The server refuses the client's TLS version: upgrade the client or widen the "
+    "server's accepted versions.",
+    120: "The server supports none of the client's ALPN protocols (h2, http/1.1): align them.",
+    116: "The server requires a client certificate: configure one in the client.",
+    48: "The server rejected the client certificate's issuer: check the client certificate.",
+    42: "The server rejected the client certificate: check the client certificate.",
+}

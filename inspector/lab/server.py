@@ -1,0 +1,133 @@
+"""Real TLS servers on 127.0.0.1 for the lab, one thread per connection.
+
+Each server serves a fixed chain in the order given (OpenSSL sends the extra
+certificates exactly as loaded), optionally refuses a missing or unknown SNI with an
+`unrecognized_name` alert, and answers one HTTP request (or echoes, for byte tests).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives import serialization
+
+ACCEPT_POLL = 0.2  # seconds; how quickly stop() is noticed
+CONN_TIMEOUT = 10.0  # a stuck client cannot pin a thread for longer
+
+
+def _pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+class TLSServer:
+    """A TLS server serving `chain` (leaf first, then the rest as served) for `key`.
+
+    sni_names: when set, a ClientHello without SNI or with another name is refused
+    with the unrecognized_name alert, as SNI-only virtual hosts do.
+    mode: "http" answers one request with 200; "echo" echoes bytes until EOF;
+    "stall" accepts TCP and never answers (a server stuck mid-handshake).
+    """
+
+    def __init__(
+        self,
+        chain: list,
+        key,
+        *,
+        sni_names: Iterable[str] | None = None,
+        mode: str = "http",
+        max_version: ssl.TLSVersion | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.mode = mode
+        self.sni_names = {n.lower() for n in sni_names} if sni_names is not None else None
+        self.sni_seen: list[str | None] = []  # what clients sent, for tests
+        self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        if max_version is not None:
+            self._ctx.maximum_version = max_version
+        with tempfile.TemporaryDirectory() as d:
+            cert_path, key_path = os.path.join(d, "chain.pem"), os.path.join(d, "key.pem")
+            with open(cert_path, "wb") as f:
+                f.write(b"".join(_pem(c) for c in chain))
+            with open(key_path, "wb") as f:
+                f.write(
+                    key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    )
+                )
+            self._ctx.load_cert_chain(cert_path, key_path)
+        self._ctx.sni_callback = self._sni
+        self._sock = socket.create_server((host, 0))
+        self._sock.settimeout(ACCEPT_POLL)
+        self.port: int = self._sock.getsockname()[1]
+        self.host = host
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"lab-tls-{self.port}", daemon=True)
+
+    def _sni(self, sslobj, name, ctx):
+        self.sni_seen.append(name)
+        if self.sni_names is not None and (name is None or name.lower() not in self.sni_names):
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        return None
+
+    def start(self) -> TLSServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sock.close()
+
+    def __enter__(self) -> TLSServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        conn.settimeout(CONN_TIMEOUT)
+        try:
+            if self.mode == "stall":
+                self._stop.wait(CONN_TIMEOUT)
+                return
+            with self._ctx.wrap_socket(conn, server_side=True) as tls:
+                if self.mode == "echo":
+                    while data := tls.recv(65536):
+                        tls.sendall(data)
+                else:
+                    self._http(tls)
+        except (OSError, ssl.SSLError):
+            pass  # the clients in the lab fail on purpose; their failure is the data
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _http(tls: ssl.SSLSocket) -> None:
+        buf = b""
+        while b"\r\n\r\n" not in buf and len(buf) < 65536:
+            chunk = tls.recv(4096)
+            if not chunk:
+                return
+            buf += chunk
+        body = b"ok\n"
+        tls.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(body), body)
+        )

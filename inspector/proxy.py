@@ -1,0 +1,102 @@
+"""Embedding mitmproxy: a plain Master with the inspector addon, in the caller's loop.
+
+Not DumpMaster: it prints to stdout and calls sys.exit on startup errors. Startup
+problems that mitmproxy only logs (a port in use) become a `ProxyStartError` with one
+clear sentence, so the CLI can exit 2 instead of running without a listener.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mitmproxy import exceptions
+from mitmproxy.addons import default_addons
+from mitmproxy.addons.tlsconfig import TlsConfig
+from mitmproxy.master import Master
+from mitmproxy.options import Options
+
+log = logging.getLogger(__name__)
+
+
+class ProxyStartError(Exception):
+    pass
+
+
+class _ErrorCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class _Running:
+    """Signals that mitmproxy finished bringing up its servers."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def running(self) -> None:
+        self.event.set()
+
+
+class Proxy:
+    def __init__(self, addons: list, options: dict, intercept: bool = False) -> None:
+        self._addons = addons
+        self._options = options
+        self._intercept = intercept
+        self.master: Master | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> tuple[str, int]:
+        """Start listening; returns the real (host, port). Raises ProxyStartError."""
+        errors = _ErrorCollector()
+        mitm_log = logging.getLogger("mitmproxy")
+        mitm_log.addHandler(errors)
+        try:
+            return await self._start(errors)
+        finally:
+            mitm_log.removeHandler(errors)
+
+    async def _start(self, errors: _ErrorCollector) -> tuple[str, int]:
+        opts = Options()
+        self.master = Master(opts)
+        # Our addons first: their next_layer must run before the built-in NextLayer.
+        self.master.addons.add(*self._addons)
+        builtins = default_addons()
+        if not self._intercept:
+            # Passthrough never terminates TLS: no CA, no key material in ~/.mitmproxy.
+            builtins = [a for a in builtins if not isinstance(a, TlsConfig)]
+        self.master.addons.add(*builtins)
+        running = _Running()
+        self.master.addons.add(running)
+        try:
+            opts.update(**self._options)
+        except (exceptions.OptionsError, KeyError) as e:
+            raise ProxyStartError(str(e).strip("'\"")) from None
+        self._task = asyncio.create_task(self.master.run())
+        done, _ = await asyncio.wait(
+            [self._task, asyncio.ensure_future(running.event.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        addrs = self.master.addons.get("proxyserver").listen_addrs()
+        if self._task in done or not addrs:
+            await self.stop()
+            why = "; ".join(errors.messages) or "mitmproxy did not start its listener"
+            raise ProxyStartError(
+                f"cannot listen on {self._options.get('listen_host')}:"
+                f"{self._options.get('listen_port')}: {why}"
+            )
+        host, port = addrs[0][:2]
+        return host, port
+
+    async def stop(self) -> None:
+        if self.master is None:
+            return
+        self.master.shutdown()
+        if self._task is not None:
+            await self._task
+        # run() returning does not close the listening socket (facts/mitmproxy.md).
+        await self.master.addons.get("proxyserver").servers.update([])

@@ -1,0 +1,89 @@
+"""The tunnel record: one per CONNECT tunnel, the unit everything downstream consumes.
+
+`Tunnel` is what the addon fills in while the tunnel lives; `Tunnel.to_record()` is
+the JSON-shaped dict (design.md, `schema: 1`) that the stream, the UI, the JSON Lines
+file and the export all share. Downstream code only ever sees the dict, so a record
+read back from a file is indistinguishable from a live one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass, field
+
+from .findings import Finding, is_flagged
+from .handshake import AlertSeen
+from .sni import decode_sni
+from .wire import ClientHello, version_name
+
+SCHEMA = 1
+
+
+def rfc3339(ts: float) -> str:
+    return (
+        dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def format_address(addr: tuple | None) -> str | None:
+    if not addr:
+        return None
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+@dataclass
+class Tunnel:
+    id: str
+    client: tuple
+    connect_host: str
+    connect_port: int
+    started: float = field(default_factory=time.time)
+    upstream: tuple | None = None
+    client_hello: ClientHello | None = None
+    outcome: str | None = None
+    version: str | None = None
+    alert: AlertSeen | None = None
+    detail: str | None = None
+    decided: float | None = None
+    # The server's Certificate message (TLS <= 1.2), DER in served order.
+    observed_chain: list[bytes] | None = None
+
+    def to_record(self, findings: list[Finding], chain: dict | None = None) -> dict:
+        ch = self.client_hello
+        f = [x.to_dict() for x in findings]
+        return {
+            "schema": SCHEMA,
+            "id": self.id,
+            "started": rfc3339(self.started),
+            "client": format_address(self.client),
+            "connect": {"host": self.connect_host, "port": self.connect_port},
+            "upstream": {"address": format_address(self.upstream)} if self.upstream else None,
+            "sni": decode_sni(ch.sni_raw) if ch and ch.sni_raw is not None else None,
+            "client_hello": None
+            if ch is None
+            else {
+                "sni_present": ch.sni_present,
+                "alpn": list(ch.alpn),
+                "versions": [version_name(v) for v in ch.offered_versions],
+            },
+            "handshake": {
+                "outcome": self.outcome,
+                "version": self.version,
+                "alert": self.alert.to_dict() if self.alert else None,
+                "detail": self.detail,
+                "ms": None if self.decided is None else round((self.decided - self.started) * 1000, 1),
+            },
+            "chain": chain,
+            "findings": f,
+            "flagged": is_flagged(f),
+        }
+
+
+def dumps(record: dict) -> str:
+    """One JSON Lines line, newline included. ASCII-only so a line is a line."""
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"

@@ -1,0 +1,125 @@
+"""The record stream: finished records fan out to sinks (JSON Lines, stdout, UI).
+
+A sink is any callable taking a record dict. A sink that fails is logged and kept
+out of the way of the others: losing the screen must not lose the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+
+from .escape import safe
+from .findings import SEVERITY_RANK, worst_severity
+from .record import dumps
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[dict], None]
+
+
+class RecordStream:
+    def __init__(self) -> None:
+        self._sinks: list[Sink] = []
+
+    def subscribe(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+
+    def unsubscribe(self, sink: Sink) -> None:
+        if sink in self._sinks:
+            self._sinks.remove(sink)
+
+    def publish(self, record: dict) -> None:
+        for sink in list(self._sinks):
+            try:
+                sink(record)
+            except Exception:
+                log.exception("record sink %r failed for tunnel %s", sink, record.get("id"))
+
+
+class JsonlSink:
+    """Appends one line per record; each line is one write() on an O_APPEND file.
+
+    One write per line keeps lines whole for concurrent readers (`open --follow`,
+    `tail -f`); the file is unbuffered, so a record is on disk-cache when published.
+    Created 0600: records name hosts and clients.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def __call__(self, record: dict) -> None:
+        data = dumps(record).encode("ascii")
+        written = os.write(self._fd, data)
+        if written != len(data):  # a full disk: finish the line rather than leave half
+            os.write(self._fd, data[written:])
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Summary:
+    """Counts for the closing line and for CI gating."""
+
+    def __init__(self) -> None:
+        self.tunnels = 0
+        self.flagged = 0
+        self.codes: Counter[str] = Counter()
+        self.worst: dict[str, str] = {}  # connect host:port -> worst severity
+
+    def __call__(self, record: dict) -> None:
+        self.tunnels += 1
+        self.flagged += bool(record.get("flagged"))
+        findings = record.get("findings") or []
+        self.codes.update(f["code"] for f in findings)
+        sev = worst_severity(findings)
+        if sev:
+            key = f"{record['connect']['host']}:{record['connect']['port']}"
+            prev = self.worst.get(key)
+            if prev is None or SEVERITY_RANK[sev] > SEVERITY_RANK[prev]:
+                self.worst[key] = sev
+
+    def line(self) -> str:
+        codes = ", ".join(f"{c} {n}" for c, n in self.codes.most_common())
+        return f"{self.tunnels} tunnels, {self.flagged} flagged" + (f" ({codes})" if codes else "")
+
+
+_COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
+_RESET = "\x1b[0m"
+
+
+def format_line(record: dict, colour: bool = False) -> str:
+    """One human-readable line per tunnel; every untrusted field escaped."""
+    c = record["connect"]
+    hs = record["handshake"]
+    sni = record.get("sni")
+    if record.get("client_hello") is None:
+        sni_text = "(not seen)"
+    elif sni is None:
+        sni_text = "(none)"
+    else:
+        sni_text = safe(sni)
+    outcome = hs["outcome"]
+    alert = hs.get("alert")
+    if alert:
+        outcome = f"{alert['from']} alert: {alert['description']}"
+    elif outcome == "established" and hs.get("version"):
+        outcome = f"established {hs['version']}"
+    codes = [f["code"] for f in record.get("findings", []) if f["severity"] != "info"]
+    parts = [
+        record["started"][11:19],
+        safe(record.get("client")),
+        f"CONNECT {safe(c['host'])}:{c['port']}",
+        f"SNI: {sni_text}",
+        outcome,
+    ]
+    line = "  ".join(parts) + (f"  [{', '.join(codes)}]" if codes else "")
+    sev = worst_severity([f for f in record.get("findings", []) if f["severity"] != "info"])
+    if colour and sev in _COLOURS:
+        return f"{_COLOURS[sev]}{line}{_RESET}"
+    return line

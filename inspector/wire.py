@@ -1,0 +1,319 @@
+"""TLS wire format: records and the few handshake messages the inspector reads.
+
+Pure parsing, bytes in and plain values out. Nothing here trusts a length field:
+every read is bounds-checked and a short or malformed message raises `WireError`.
+Only cleartext parts of the handshake are read: ClientHello, ServerHello, alerts,
+ChangeCipherSpec and, in TLS <= 1.2, the server's Certificate message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Record content types (RFC 8446 section 5.1).
+CHANGE_CIPHER_SPEC = 20
+ALERT = 21
+HANDSHAKE = 22
+APPLICATION_DATA = 23
+
+# Handshake message types.
+CLIENT_HELLO = 1
+SERVER_HELLO = 2
+CERTIFICATE = 11
+
+# Extensions.
+EXT_SERVER_NAME = 0
+EXT_ALPN = 16
+EXT_SUPPORTED_VERSIONS = 43
+
+RECORD_HEADER = 5
+MAX_RECORD_PAYLOAD = 16384 + 2048  # TLSCiphertext may exceed 2^14 by up to 2048
+
+# SHA-256("HelloRetryRequest"): a ServerHello with this random is a HelloRetryRequest.
+HRR_RANDOM = bytes.fromhex(
+    "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+)
+
+VERSION_NAMES = {
+    0x0300: "SSLv3",
+    0x0301: "TLSv1",
+    0x0302: "TLSv1.1",
+    0x0303: "TLSv1.2",
+    0x0304: "TLSv1.3",
+}
+
+ALERT_NAMES = {
+    0: "close_notify",
+    10: "unexpected_message",
+    20: "bad_record_mac",
+    21: "decryption_failed",
+    22: "record_overflow",
+    30: "decompression_failure",
+    40: "handshake_failure",
+    41: "no_certificate",
+    42: "bad_certificate",
+    43: "unsupported_certificate",
+    44: "certificate_revoked",
+    45: "certificate_expired",
+    46: "certificate_unknown",
+    47: "illegal_parameter",
+    48: "unknown_ca",
+    49: "access_denied",
+    50: "decode_error",
+    51: "decrypt_error",
+    60: "export_restriction",
+    70: "protocol_version",
+    71: "insufficient_security",
+    80: "internal_error",
+    86: "inappropriate_fallback",
+    90: "user_canceled",
+    100: "no_renegotiation",
+    109: "missing_extension",
+    110: "unsupported_extension",
+    111: "certificate_unobtainable",
+    112: "unrecognized_name",
+    113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value",
+    115: "unknown_psk_identity",
+    116: "certificate_required",
+    120: "no_application_protocol",
+}
+
+
+class WireError(ValueError):
+    """The bytes are not the TLS structure they claim to be."""
+
+
+def version_name(code: int) -> str:
+    return VERSION_NAMES.get(code, f"0x{code:04x}")
+
+
+def alert_name(code: int) -> str:
+    return ALERT_NAMES.get(code, f"alert_{code}")
+
+
+def is_grease(value: int) -> bool:
+    # RFC 8701 reserves 0x?A?A values; clients send them to keep servers honest.
+    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+
+
+@dataclass(frozen=True)
+class Record:
+    type: int
+    version: int
+    payload: bytes
+
+
+def looks_like_tls(prefix: bytes, from_client: bool = True) -> bool:
+    """Whether the first bytes of a stream can start TLS: a client opens with a
+    handshake record; a server may also open with an alert (refusing the hello)."""
+    if not prefix:
+        return True
+    if prefix[0] != HANDSHAKE and (from_client or prefix[0] != ALERT):
+        return False
+    if len(prefix) >= 2 and prefix[1] != 0x03:
+        return False
+    return not (len(prefix) >= 3 and prefix[2] > 0x04)
+
+
+class RecordReader:
+    """Reassembles TLS records from an arbitrarily split byte stream."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Record]:
+        self._buf += data
+        records = []
+        while len(self._buf) >= RECORD_HEADER:
+            rtype = self._buf[0]
+            version = int.from_bytes(self._buf[1:3], "big")
+            length = int.from_bytes(self._buf[3:5], "big")
+            if rtype not in (CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA):
+                raise WireError(f"record type {rtype} is not a TLS content type")
+            if version >> 8 != 0x03:
+                raise WireError(f"record version 0x{version:04x} is not TLS")
+            if length > MAX_RECORD_PAYLOAD:
+                raise WireError(f"record length {length} exceeds the TLS maximum")
+            if len(self._buf) < RECORD_HEADER + length:
+                break
+            payload = bytes(self._buf[RECORD_HEADER : RECORD_HEADER + length])
+            del self._buf[: RECORD_HEADER + length]
+            records.append(Record(rtype, version, payload))
+        return records
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+
+class HandshakeReader:
+    """Reassembles handshake messages that span or share records."""
+
+    def __init__(self, limit: int) -> None:
+        self._buf = bytearray()
+        self._limit = limit
+
+    def feed(self, payload: bytes) -> list[tuple[int, bytes]]:
+        self._buf += payload
+        messages = []
+        while len(self._buf) >= 4:
+            length = int.from_bytes(self._buf[1:4], "big")
+            if length > self._limit:
+                raise WireError(
+                    f"handshake message of {length} bytes exceeds the {self._limit}-byte limit"
+                )
+            if len(self._buf) < 4 + length:
+                break
+            messages.append((self._buf[0], bytes(self._buf[4 : 4 + length])))
+            del self._buf[: 4 + length]
+        return messages
+
+
+class _Cursor:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise WireError(f"{self.what} is truncated")
+        chunk = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return chunk
+
+    def uint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "big")
+
+    def vector(self, length_bytes: int) -> bytes:
+        return self.take(self.uint(length_bytes))
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+
+def _extensions(cur: _Cursor) -> list[tuple[int, bytes]]:
+    if cur.remaining == 0:
+        return []  # extensions are optional before TLS 1.3
+    block = _Cursor(cur.vector(2), cur.what + " extensions")
+    exts = []
+    while block.remaining:
+        ext_type = block.uint(2)
+        exts.append((ext_type, block.vector(2)))
+    return exts
+
+
+@dataclass(frozen=True)
+class ClientHello:
+    legacy_version: int
+    # The raw server_name bytes; None when the extension is absent. An extension that
+    # is present but empty, or carries a non-hostname, is kept so it can be reported.
+    sni_raw: bytes | None
+    sni_present: bool
+    alpn: tuple[str, ...] = ()
+    versions: tuple[int, ...] = ()
+
+    @property
+    def offered_versions(self) -> tuple[int, ...]:
+        return self.versions or (self.legacy_version,)
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    cur = _Cursor(body, "ClientHello")
+    legacy_version = cur.uint(2)
+    cur.take(32)  # random
+    cur.vector(1)  # session id
+    cur.vector(2)  # cipher suites
+    cur.vector(1)  # compression methods
+    sni_raw: bytes | None = None
+    sni_present = False
+    alpn: list[str] = []
+    versions: list[int] = []
+    for ext_type, data in _extensions(cur):
+        if ext_type == EXT_SERVER_NAME:
+            sni_present = True
+            sni_raw = _server_name(data)
+        elif ext_type == EXT_ALPN:
+            alpn = _alpn(data)
+        elif ext_type == EXT_SUPPORTED_VERSIONS:
+            vcur = _Cursor(data, "supported_versions")
+            vlist = _Cursor(vcur.vector(1), "supported_versions")
+            while vlist.remaining >= 2:
+                v = vlist.uint(2)
+                if not is_grease(v):
+                    versions.append(v)
+    return ClientHello(legacy_version, sni_raw, sni_present, tuple(alpn), tuple(versions))
+
+
+def _server_name(data: bytes) -> bytes | None:
+    cur = _Cursor(data, "server_name extension")
+    if cur.remaining == 0:
+        return None  # a server's empty acknowledgement form; a client should not send it
+    names = _Cursor(cur.vector(2), "server_name list")
+    while names.remaining:
+        name_type = names.uint(1)
+        name = names.vector(2)
+        if name_type == 0:  # host_name
+            return name
+    return None
+
+
+def _alpn(data: bytes) -> list[str]:
+    cur = _Cursor(data, "ALPN extension")
+    protos = _Cursor(cur.vector(2), "ALPN list")
+    out = []
+    while protos.remaining:
+        out.append(protos.vector(1).decode("ascii", "backslashreplace"))
+    return out
+
+
+@dataclass(frozen=True)
+class ServerHello:
+    version: int  # the negotiated version, from supported_versions when present
+    retry: bool  # a HelloRetryRequest: the client will send a second ClientHello
+    alpn: str | None = None
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    cur = _Cursor(body, "ServerHello")
+    version = cur.uint(2)
+    random = cur.take(32)
+    cur.vector(1)  # session id
+    cur.uint(2)  # cipher suite
+    cur.uint(1)  # compression
+    alpn = None
+    for ext_type, data in _extensions(cur):
+        if ext_type == EXT_SUPPORTED_VERSIONS and len(data) == 2:
+            version = int.from_bytes(data, "big")
+        elif ext_type == EXT_ALPN:
+            protos = _alpn(data)
+            alpn = protos[0] if protos else None
+    return ServerHello(version, random == HRR_RANDOM, alpn)
+
+
+def parse_certificate_list(body: bytes) -> list[bytes]:
+    """The DER certificates of a TLS <= 1.2 Certificate message, in served order."""
+    cur = _Cursor(body, "Certificate message")
+    certs = _Cursor(cur.vector(3), "certificate list")
+    out = []
+    while certs.remaining:
+        out.append(certs.vector(3))
+    return out
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: int | None  # None when the alert was encrypted
+    code: int | None
+
+    @property
+    def description(self) -> str:
+        return "encrypted" if self.code is None else alert_name(self.code)
+
+
+def parse_alert(payload: bytes) -> Alert:
+    if len(payload) != 2:
+        return Alert(None, None)  # encrypted: the length alone tells it is not clear
+    return Alert(payload[0], payload[1])
