@@ -15,7 +15,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from mitmproxy import connection, ctx, exceptions, http, tcp
 from mitmproxy.proxy import layer as proxy_layer
@@ -26,7 +25,7 @@ from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from inspector import handshake
 from inspector.analysis import tunnel_findings
 from inspector.connect_to import ConnectTo, ConnectToError
-from inspector.handshake import HandshakeTracker
+from inspector.handshake import HandshakeTracker, connect_error_text
 from inspector.record import Tunnel
 from inspector.stream import JsonlSink, RecordStream, format_line
 
@@ -45,12 +44,17 @@ class _ObservedTCPLayer(TCPLayer):
         self.flow = None
 
 
-@dataclass
 class _Live:
-    tunnel: Tunnel
-    tracker: HandshakeTracker = field(default_factory=HandshakeTracker)
-    layer: _ObservedTCPLayer | None = None
-    timer: asyncio.TimerHandle | None = None
+    """One tunnel in progress. (A plain class: mitmdump -s loads this file outside
+    sys.modules, where @dataclass cannot resolve postponed annotations.)"""
+
+    __slots__ = ("tunnel", "tracker", "layer", "timer")
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.tracker = HandshakeTracker()
+        self.layer: _ObservedTCPLayer | None = None
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class TunnelInspector:
@@ -144,7 +148,8 @@ class TunnelInspector:
             return
         reason = flow.server_conn.error or (flow.response.reason if flow.response else None)
         code = flow.response.status_code if flow.response else None
-        live.tracker.end(handshake.CONNECT_FAILED, f"{reason or 'no connection'} (proxy answered {code})")
+        live.tracker.end(handshake.CONNECT_FAILED,
+                         f"{connect_error_text(reason)} (proxy answered {code})")
         self._finish(flow.client_conn.id)
 
     def next_layer(self, nextlayer: proxy_layer.NextLayer) -> None:
@@ -176,7 +181,8 @@ class TunnelInspector:
     def tcp_error(self, flow: tcp.TCPFlow) -> None:
         live = self._live.get(flow.client_conn.id)
         if live is not None and live.tunnel.upstream is None:
-            live.tracker.end(handshake.CONNECT_FAILED, flow.error.msg if flow.error else None)
+            live.tracker.end(handshake.CONNECT_FAILED,
+                             connect_error_text(flow.error.msg if flow.error else None))
         self._closed(flow.client_conn.id)
 
     def client_disconnected(self, client: connection.Client) -> None:

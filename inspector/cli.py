@@ -62,18 +62,34 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         parser.error("--handshake-timeout must be > 0 seconds")
 
 
-async def _wait_for_stop(duration: float | None) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await asyncio.wait_for(stop.wait(), duration)
-    except asyncio.TimeoutError:
-        pass
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+class _StopSignals:
+    """SIGINT/SIGTERM set an event instead of killing the process mid-write.
+
+    Installed before the listener is announced, so a signal sent right after the
+    "listening on" line still ends in an orderly shutdown.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __enter__(self) -> _StopSignals:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
+            loop.add_signal_handler(sig, self.event.set)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self.SIGNALS:
             loop.remove_signal_handler(sig)
+
+    async def wait(self, duration: float | None) -> None:
+        try:
+            await asyncio.wait_for(self.event.wait(), duration)
+        except asyncio.TimeoutError:
+            pass
 
 
 async def run_headless(args: argparse.Namespace) -> int:
@@ -85,14 +101,15 @@ async def run_headless(args: argparse.Namespace) -> int:
     addon.stream.subscribe(summary)
     addon.stream.subscribe(lambda r: print(format_line(r, colour), flush=True))
     proxy = Proxy([addon], _mitm_options(args))
-    try:
-        host, port = await proxy.start()
-    except ProxyStartError as e:
-        print(f"tunnel-inspector: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"listening on {host}:{port}", flush=True)
-    await _wait_for_stop(args.duration)
-    await proxy.stop()
+    with _StopSignals() as stop:
+        try:
+            host, port = await proxy.start()
+        except ProxyStartError as e:
+            print(f"tunnel-inspector: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"listening on {host}:{port}", flush=True)
+        await stop.wait(args.duration)
+        await proxy.stop()
     print(summary.line(), flush=True)
     return EXIT_OK
 

@@ -8,6 +8,8 @@ check per message after the handshake.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from . import wire
@@ -187,6 +189,18 @@ class HandshakeTracker:
         self.detail = detail
         # Nothing more will be read: let the buffers go.
         self._client = self._server = _Side()
+
+
+def connect_error_text(error: str | None) -> str:
+    """asyncio's "[Errno 111] Connect call failed (...)" as "connection refused: ..."."""
+    if not error:
+        return "no connection"
+    m = re.match(r"\[Errno (-?\d+)\] ?(.*)", error)
+    if m is None:
+        return error
+    errno_, rest = int(m.group(1)), m.group(2)
+    # negative numbers are getaddrinfo's (EAI_*): their text is already in `rest`
+    return rest if errno_ < 0 else f"{os.strerror(errno_).lower()}: {rest}"
 
 
 def _preview(data: bytes, n: int = 24) -> str:

@@ -1,0 +1,133 @@
+"""Shared fixtures: a lab PKI, lab TLS servers, and the real proxy as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inspector.lab.pki import make_cert
+from inspector.lab.server import TLSServer
+
+HOST = "a.lab.test"  # does not resolve: the proxy reaches it through --connect-to
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:  # never skip silently: a missing client is a broken test machine
+        pytest.fail(f"{name} is not installed; .ci/run installs it")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
+    root = make_cert("Lab Root CA", ca=True)
+    leaf = make_cert(HOST, root, sans=(HOST,))
+    (d / "root.pem").write_bytes(root.pem)
+    return {"root": root, "leaf": leaf, "root_pem": str(d / "root.pem")}
+
+
+@pytest.fixture(scope="session")
+def strict_server(pki):
+    """Serves HOST only; refuses a missing or unknown SNI with unrecognized_name."""
+    with TLSServer([pki["leaf"].cert], pki["leaf"].key, sni_names=[HOST]) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def echo_server(pki):
+    with TLSServer([pki["leaf"].cert], pki["leaf"].key, mode="echo") as s:
+        yield s
+
+
+class ProxyProcess:
+    def __init__(self, args: list[str], jsonl: Path) -> None:
+        self.jsonl = jsonl
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", "0",
+             "--jsonl", str(jsonl), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        first = self.proc.stdout.readline()
+        if not first.startswith("listening on "):
+            self.proc.kill()
+            raise AssertionError(f"proxy did not start: {first!r} {self.proc.stderr.read()!r}")
+        self.port = int(first.rsplit(":", 1)[1])
+        self.url = f"127.0.0.1:{self.port}"
+
+    def records(self, count: int, timeout: float = 15.0) -> list[dict]:
+        """Wait (bounded) until at least `count` records are written; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.jsonl.read_text().splitlines() if self.jsonl.exists() else []
+            if len(lines) >= count or time.monotonic() > deadline:
+                return [json.loads(line) for line in lines]
+            time.sleep(0.05)
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM; returns (exit code, remaining stdout, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            out, err = self.proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        return self.proc.returncode, out, err
+
+
+@pytest.fixture
+def start_proxy(tmp_path):
+    started: list[ProxyProcess] = []
+
+    def start(*args: str) -> ProxyProcess:
+        p = ProxyProcess(list(args), tmp_path / f"tunnels{len(started)}.jsonl")
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def connect_tunnel(proxy_port: int, host: str, port: int, timeout: float = 10.0) -> socket.socket:
+    """A raw socket with an established CONNECT tunnel through the proxy."""
+    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    resp = b""
+    while b"\r\n\r\n" not in resp:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        resp += chunk
+    status = resp.split(b" ", 2)[1] if resp.count(b" ") >= 2 else b"?"
+    if status != b"200":
+        sock.close()
+        raise ConnectionError(f"CONNECT answered {resp[:80]!r}")
+    return sock
+
+
+def tls_through_proxy(proxy_port: int, host: str, port: int, *, cafile: str | None,
+                      sni: str | None) -> ssl.SSLSocket:
+    sock = connect_tunnel(proxy_port, host, port)
+    ctx = ssl.create_default_context(cafile=cafile) if cafile else ssl.create_default_context()
+    if sni is None:
+        ctx.check_hostname = False
+    return ctx.wrap_socket(sock, server_hostname=sni)
+
+
+def env_without_proxy() -> dict:
+    env = dict(os.environ)
+    for k in list(env):
+        if k.lower() in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+            del env[k]
+    return env

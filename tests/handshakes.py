@@ -1,0 +1,99 @@
+"""Real TLS handshakes in memory: OpenSSL (through Python's ssl) on both ends, no
+sockets, so the pure parsers are tested on the exact bytes a client and server send."""
+
+from __future__ import annotations
+
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+
+from inspector.lab.pki import Issued
+
+
+@dataclass
+class Transcript:
+    # (from_client, bytes) in the order they were sent
+    chunks: list[tuple[bool, bytes]] = field(default_factory=list)
+    client_error: str | None = None
+    server_error: str | None = None
+
+
+def server_context(leaf: Issued, chain: list[Issued] = (), *, sni_names=None,
+                   max_version=None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if max_version:
+        ctx.maximum_version = max_version
+    with tempfile.NamedTemporaryFile() as c, tempfile.NamedTemporaryFile() as k:
+        c.write(leaf.pem + b"".join(x.pem for x in chain))
+        c.flush()
+        k.write(leaf.key_pem)
+        k.flush()
+        ctx.load_cert_chain(c.name, k.name)
+    if sni_names is not None:
+        def cb(sslobj, name, _ctx):
+            return None if name in sni_names else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        ctx.sni_callback = cb
+    return ctx
+
+
+def client_context(root: Issued | None, *, max_version=None, alpn=None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if root is not None:
+        ctx.load_verify_locations(cadata=root.pem.decode())
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED  # with no CA loaded: the client rejects any cert
+    if max_version:
+        ctx.maximum_version = max_version
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext,
+              sni: str | None, max_rounds: int = 20) -> Transcript:
+    """Run a handshake between two memory BIOs and record every byte each side sent."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni)
+    server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+    t = Transcript()
+    c_done = s_done = False
+    for _ in range(max_rounds):
+        if not c_done and t.client_error is None:
+            try:
+                client.do_handshake()
+                c_done = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as e:
+                t.client_error = e.reason or str(e)
+        if data := c_out.read():
+            t.chunks.append((True, data))
+            s_in.write(data)
+        if not s_done and t.server_error is None:
+            try:
+                server.do_handshake()
+                s_done = True
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError as e:
+                t.server_error = e.reason or str(e)
+        if data := s_out.read():
+            t.chunks.append((False, data))
+            c_in.write(data)
+        if (c_done and s_done) or t.client_error or t.server_error:
+            # let the failing side's alert, if any, be flushed
+            for bio, frm in ((c_out, True), (s_out, False)):
+                if data := bio.read():
+                    t.chunks.append((frm, data))
+            if c_done and s_done:
+                # the TLS 1.3 client's Finished reaches the server; the server may answer
+                # with session tickets once it reads application data
+                try:
+                    server.read(1)
+                except ssl.SSLError:
+                    pass
+                if data := s_out.read():
+                    t.chunks.append((False, data))
+            break
+    return t

@@ -1,0 +1,179 @@
+"""The pure handshake parsers, fed with the exact bytes real OpenSSL peers exchange."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+
+from inspector import handshake, wire
+from inspector.analysis import tunnel_findings
+from inspector.handshake import HandshakeTracker
+from inspector.lab.pki import make_cert
+from inspector.record import Tunnel
+
+from .handshakes import client_context, handshake as run_handshake, server_context
+
+HOST = "svc.lab.test"
+
+
+@pytest.fixture(scope="module")
+def certs():
+    root = make_cert("Unit Root", ca=True)
+    leaf = make_cert(HOST, root, sans=(HOST,))
+    return root, leaf
+
+
+def track(transcript, split: int | None = None) -> HandshakeTracker:
+    tr = HandshakeTracker()
+    for from_client, data in transcript.chunks:
+        pieces = [data] if split is None else [data[i:i + split] for i in range(0, len(data), split)]
+        for piece in pieces:
+            if tr.feed(from_client, piece):
+                return tr
+    tr.closed()
+    return tr
+
+
+@pytest.mark.parametrize("version,expected", [
+    (ssl.TLSVersion.TLSv1_3, "TLSv1.3"),
+    (ssl.TLSVersion.TLSv1_2, "TLSv1.2"),
+])
+def test_established_reads_sni_alpn_and_version(certs, version, expected):
+    root, leaf = certs
+    t = run_handshake(client_context(root, max_version=version, alpn=["h2", "http/1.1"]),
+                      server_context(leaf), HOST)
+    assert t.client_error is None and t.server_error is None
+    tr = track(t)
+    assert tr.outcome == handshake.ESTABLISHED
+    assert tr.version == expected
+    assert tr.client_hello.sni_raw == HOST.encode()
+    assert tr.client_hello.alpn == ("h2", "http/1.1")
+    assert 0x0304 in tr.client_hello.offered_versions or version == ssl.TLSVersion.TLSv1_2
+    if version == ssl.TLSVersion.TLSv1_2:
+        # TLS 1.2 serves its chain in clear: the observed chain is the served leaf
+        assert tr.certificates == [leaf.der]
+    else:
+        assert tr.certificates is None  # encrypted in TLS 1.3
+
+
+def test_one_byte_writes_give_the_same_result(certs):
+    root, leaf = certs
+    t = run_handshake(client_context(root, max_version=ssl.TLSVersion.TLSv1_2),
+                      server_context(leaf), HOST)
+    whole, split = track(t), track(t, split=1)
+    assert (split.outcome, split.version, split.certificates) == (
+        whole.outcome, whole.version, whole.certificates)
+    assert split.client_hello == whole.client_hello
+
+
+def test_missing_sni_refused_by_server_alert(certs):
+    root, leaf = certs
+    t = run_handshake(client_context(None), server_context(leaf, sni_names={HOST}), None)
+    tr = track(t)
+    assert tr.outcome == handshake.SERVER_ALERT
+    assert tr.alert.to_dict() == {"from": "server", "code": 112, "description": "unrecognized_name"}
+    assert tr.client_hello.sni_raw is None and not tr.client_hello.sni_present
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+def test_client_rejecting_certificate_is_a_client_alert(certs, version):
+    _, leaf = certs
+    other_root = make_cert("Some Other Root", ca=True)
+    t = run_handshake(client_context(other_root, max_version=version), server_context(leaf), HOST)
+    assert t.client_error is not None
+    tr = track(t)
+    assert tr.outcome == handshake.CLIENT_ALERT
+    # OpenSSL sends its unknown_ca in clear even in TLS 1.3 (facts/mitmproxy.md)
+    assert tr.alert.sender == "client" and tr.alert.code == 48
+    tun = Tunnel("x", ("127.0.0.1", 1), HOST, 443, client_hello=tr.client_hello,
+                 outcome=tr.outcome, alert=tr.alert, detail=tr.detail)
+    assert [f.code for f in tunnel_findings(tun)] == ["client-rejected-certificate"]
+
+
+def test_encrypted_tls13_client_alert_is_recognised():
+    tr = HandshakeTracker()
+    hello = _client_hello_record(b"svc.lab.test")
+    assert not tr.feed(True, hello)
+    assert not tr.feed(False, _server_hello_record(0x0304))
+    # a 19-byte application_data record: an encrypted alert (2 + 1 + 16-byte tag)
+    assert tr.feed(True, bytes([23, 3, 3, 0, 19]) + b"\x00" * 19)
+    assert tr.outcome == handshake.CLIENT_ALERT and tr.alert.code is None
+
+
+def test_plaintext_inside_tunnel_is_not_tls():
+    tr = HandshakeTracker()
+    assert tr.feed(True, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert tr.outcome == handshake.NOT_TLS
+    assert "GET / HTTP/1.1" in tr.detail
+
+
+def test_malformed_client_hello_is_reported_not_raised():
+    tr = HandshakeTracker()
+    # a handshake record whose ClientHello claims more bytes than it carries
+    body = b"\x03\x03" + b"\x00" * 10
+    msg = bytes([1]) + len(body).to_bytes(3, "big") + body
+    assert tr.feed(True, bytes([22, 3, 1]) + len(msg).to_bytes(2, "big") + msg)
+    assert tr.outcome == handshake.NOT_TLS
+    assert tr.detail.startswith("malformed ClientHello")
+
+
+@pytest.mark.parametrize("outcome_after", ["nothing", "hello", "serverhello"])
+def test_close_before_finish_names_the_stage(outcome_after):
+    tr = HandshakeTracker()
+    if outcome_after != "nothing":
+        tr.feed(True, _client_hello_record(b"x.test"))
+    if outcome_after == "serverhello":
+        tr.feed(False, _server_hello_record(0x0303))
+    tr.closed()
+    assert tr.outcome == handshake.CLOSED
+    assert {"nothing": "before the client sent anything",
+            "hello": "after the ClientHello",
+            "serverhello": "after the ServerHello"}[outcome_after] in tr.detail
+
+
+def test_decided_tracker_ignores_later_bytes_and_keeps_no_buffers(certs):
+    root, leaf = certs
+    t = run_handshake(client_context(root), server_context(leaf), HOST)
+    tr = track(t)
+    assert tr.decided
+    assert tr.feed(True, b"\xff" * 100000)  # application data: not even looked at
+    assert tr.outcome == handshake.ESTABLISHED
+
+
+def test_grease_and_versions_parsed_from_supported_versions():
+    ch = wire.parse_client_hello(_client_hello_body(b"a.test", versions=[0x1A1A, 0x0304, 0x0303]))
+    assert ch.versions == (0x0304, 0x0303)
+
+
+# --- hand-built records for corners a real peer will not produce on demand ----------
+
+def _client_hello_body(sni: bytes | None, versions=(0x0304, 0x0303)) -> bytes:
+    exts = b""
+    if sni is not None:
+        entry = b"\x00" + len(sni).to_bytes(2, "big") + sni
+        data = len(entry).to_bytes(2, "big") + entry
+        exts += b"\x00\x00" + len(data).to_bytes(2, "big") + data
+    vl = b"".join(v.to_bytes(2, "big") for v in versions)
+    vdata = bytes([len(vl)]) + vl
+    exts += b"\x00\x2b" + len(vdata).to_bytes(2, "big") + vdata
+    return (b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + len(exts).to_bytes(2, "big") + exts)
+
+
+def _record(rtype: int, msg_type: int, body: bytes) -> bytes:
+    msg = bytes([msg_type]) + len(body).to_bytes(3, "big") + body
+    return bytes([rtype, 3, 1]) + len(msg).to_bytes(2, "big") + msg
+
+
+def _client_hello_record(sni: bytes | None) -> bytes:
+    return _record(22, 1, _client_hello_body(sni))
+
+
+def _server_hello_record(version: int) -> bytes:
+    ext = b""
+    if version == 0x0304:
+        ext = b"\x00\x2b\x00\x02\x03\x04"
+    body = (b"\x03\x03" + b"\x22" * 32 + b"\x00" + b"\x13\x01" + b"\x00"
+            + len(ext).to_bytes(2, "big") + ext)
+    return _record(22, 2, body)
