@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Sequence
 
-from mitmproxy import connection, ctx, exceptions, http, tcp
+from mitmproxy import connection, ctx, exceptions, http, tcp, tls
 from mitmproxy.proxy import layer as proxy_layer
 from mitmproxy.proxy.layers import TCPLayer
 from mitmproxy.proxy.layers.http import HttpStream
+from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
+from OpenSSL import crypto
 
-from inspector import handshake
+from inspector import handshake, wire
 from inspector.analysis import tunnel_findings
+from inspector.bad_request import (OPENING_BYTES, bad_request_detail, bad_request_finding,
+                                   unparsed_target)
+from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_address
+from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.connect_to import ConnectTo, ConnectToError
-from inspector.handshake import HandshakeTracker, connect_error_text
+from inspector.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
 from inspector.record import Tunnel
 from inspector.stream import JsonlSink, RecordStream, format_line
 
@@ -48,21 +55,31 @@ class _Live:
     """One tunnel in progress. (A plain class: mitmdump -s loads this file outside
     sys.modules, where @dataclass cannot resolve postponed annotations.)"""
 
-    __slots__ = ("tunnel", "tracker", "layer", "timer")
+    __slots__ = ("tunnel", "tracker", "layer", "timer", "target", "version",
+                 "intercepted_chain", "server_tls", "client_tls", "client_rejected_proxy")
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
         self.tracker = HandshakeTracker()
         self.layer: _ObservedTCPLayer | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.target: tuple | None = None  # the CONNECT target after --connect-to
+        # intercept mode: what mitmproxy's own two handshakes reported
+        self.version: str | None = None
+        self.intercepted_chain: list[bytes] | None = None
+        self.server_tls = self.client_tls = self.client_rejected_proxy = False
 
 
 class TunnelInspector:
     def __init__(self) -> None:
         self.stream = RecordStream()
+        self.judge: ChainJudge | None = None
         self._live: dict[str, _Live] = {}
+        self._judging: set[asyncio.Task] = set()
         self._connect_to = ConnectTo([])
         self._jsonl: JsonlSink | None = None
+        self._intercept = False
+        self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
 
     # --- options -------------------------------------------------------------------
 
@@ -80,6 +97,31 @@ class TunnelInspector:
             "inspector_handshake_timeout", float, 10.0,
             "Seconds a tunnel may take to finish its TLS handshake before it is "
             "recorded as a timeout.",
+        )
+        loader.add_option(
+            "inspector_trust", Sequence[str], ["mozilla"],
+            "What a normal client trusts: a PEM bundle path, 'mozilla' (certifi) or "
+            "'system' (the OS bundle). Repeatable; the chain is untrusted when none validates it.",
+        )
+        loader.add_option(
+            "inspector_client", Sequence[str], [],
+            "NAME=PEM: a client's own root store (e.g. an old device) judged separately.",
+        )
+        loader.add_option(
+            "inspector_probe", bool, True,
+            "Fetch chains the relay cannot see (TLS 1.3) with a probe handshake.",
+        )
+        loader.add_option(
+            "inspector_probe_timeout", float, 5.0, "Seconds a probe handshake may take.",
+        )
+        loader.add_option(
+            "inspector_expiring_days", int, 30,
+            "Warn when a certificate expires within this many days.",
+        )
+        loader.add_option(
+            "inspector_intercept", bool, False,
+            "Terminate TLS (the client must trust mitmproxy's CA) instead of passing it "
+            "through; the upstream gets exactly the client's SNI, none if none.",
         )
         loader.add_option(
             "inspector_log_lines", bool, False,
@@ -108,6 +150,14 @@ class TunnelInspector:
                         f"cannot open {ctx.options.inspector_jsonl} for records: {e.strerror}"
                     ) from None
                 self.stream.subscribe(self._jsonl)
+        if "inspector_intercept" in updated:
+            self._intercept = ctx.options.inspector_intercept
+            if self._intercept and not ctx.options.ssl_insecure:
+                # mitmproxy must complete the upstream handshake whatever the chain:
+                # judging it is our job, and a refusal would hide what was served.
+                ctx.options.ssl_insecure = True
+        if updated & _JUDGE_OPTIONS:
+            self.judge = _build_judge()
         if "inspector_log_lines" in updated:
             self.stream.unsubscribe(self._log_line)
             if ctx.options.inspector_log_lines:
@@ -115,8 +165,12 @@ class TunnelInspector:
 
     # --- hooks, in the order they fire for one tunnel -------------------------------
 
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._opening.pop(flow.client_conn.id, None)  # plain proxied HTTP: not a tunnel
+
     def http_connect(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
+        self._opening.pop(client.id, None)
         t = Tunnel(
             id=client.id,
             client=client.peername,
@@ -126,16 +180,14 @@ class TunnelInspector:
         )
         live = _Live(t)
         self._live[client.id] = live
+        # --connect-to: rewrite the CONNECT target itself, so the same rule holds with an
+        # upstream proxy (which is sent this target) as without; the record keeps the original.
+        mapped = self._connect_to.target(flow.request.host, flow.request.port)
+        if mapped is not None:
+            flow.request.host, flow.request.port = mapped
+        live.target = (flow.request.host, flow.request.port)
         timeout = ctx.options.inspector_handshake_timeout
         live.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, client.id, timeout)
-
-    def server_connect(self, data: ServerConnectionHookData) -> None:
-        live = self._live.get(data.client.id)
-        if live is None or data.server.address is None:
-            return
-        target = self._connect_to.target(*data.server.address[:2])
-        if target is not None:
-            data.server.address = target
 
     def server_connected(self, data: ServerConnectionHookData) -> None:
         live = self._live.get(data.client.id)
@@ -146,25 +198,104 @@ class TunnelInspector:
         live = self._live.get(flow.client_conn.id)
         if live is None:
             return
-        reason = flow.server_conn.error or (flow.response.reason if flow.response else None)
         code = flow.response.status_code if flow.response else None
+        if code == 407:
+            # Our own proxy refused the CONNECT (--proxy-auth): no tunnel was opened; the
+            # client retries with credentials and that attempt is the tunnel.
+            self._live.pop(flow.client_conn.id).timer.cancel()
+            return
+        reason = flow.server_conn.error or (flow.response.reason if flow.response else None)
         live.tracker.end(handshake.CONNECT_FAILED,
                          f"{connect_error_text(reason)} (proxy answered {code})")
         self._finish(flow.client_conn.id)
 
     def next_layer(self, nextlayer: proxy_layer.NextLayer) -> None:
         ctx_ = nextlayer.context
+        if len(ctx_.layers) == 1 and (first := nextlayer.data_client()):
+            # The client's first bytes to the proxy itself: kept until a request parses, so
+            # a CONNECT that mitmproxy rejects unparsed (no hook fires) still gets a record.
+            self._opening[ctx_.client.id] = first[:OPENING_BYTES]
+            return
         live = self._live.get(ctx_.client.id)
         if (
-            live is None
+            self._intercept
+            or live is None
             or nextlayer.layer is not None
             or live.layer is not None
             or not ctx_.layers
-            or not isinstance(ctx_.layers[-1], HttpStream)
+            or not isinstance(ctx_.layers[-1], (HttpStream, HttpUpstreamProxy))
         ):
             return
         live.layer = _ObservedTCPLayer(ctx_)
         nextlayer.layer = live.layer
+
+    # --- intercept mode: mitmproxy terminates TLS on both sides ---------------------
+
+    def tls_clienthello(self, data: tls.ClientHelloData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is not None and self._intercept:
+            try:
+                # raw_bytes(False) is the handshake message; its body follows 4 header bytes
+                live.tracker.client_hello = wire.parse_client_hello(
+                    data.client_hello.raw_bytes(wrap_in_record=False)
+                )
+            except wire.WireError as e:
+                live.tracker.end(handshake.NOT_TLS, f"malformed ClientHello: {e}")
+
+    def tls_start_server(self, data: tls.TlsData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is not None and self._intercept and data.conn.sni is None:
+            # mitmproxy would send `client.sni or CONNECT host`, hiding a client that sent
+            # no SNI (the missing-SNI incident). "" makes tlsconfig send none at all.
+            data.conn.sni = data.context.client.sni or ""
+
+    def tls_established_server(self, data: tls.TlsData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is not None and self._intercept:
+            live.version = data.conn.tls_version
+            live.intercepted_chain = [_der(c) for c in data.conn.certificate_list]
+            live.server_tls = True
+            if live.client_tls:
+                live.tracker.end(handshake.ESTABLISHED, None)
+                self._finish(data.context.client.id)
+
+    def tls_established_client(self, data: tls.TlsData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is not None and self._intercept:
+            live.client_tls = True
+            if live.server_tls:
+                live.tracker.end(handshake.ESTABLISHED, None)
+                self._finish(data.context.client.id)
+
+    def tls_failed_server(self, data: tls.TlsData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is None or not self._intercept:
+            return
+        if data.ssl_conn is not None and (peer := data.ssl_conn.get_peer_cert_chain()):
+            live.intercepted_chain = [crypto.dump_certificate(crypto.FILETYPE_ASN1, c) for c in peer]
+        error = data.conn.error or "the upstream handshake failed"
+        code = alert_in_error_text(error)
+        if code is not None:
+            live.tracker.alert = handshake.AlertSeen("server", code)
+            live.tracker.end(handshake.SERVER_ALERT, f"upstream: {error}")
+        else:
+            live.tracker.end(handshake.CLOSED, f"upstream: {error}")
+        self._finish(data.context.client.id)
+
+    def tls_failed_client(self, data: tls.TlsData) -> None:
+        live = self._live.get(data.context.client.id)
+        if live is None or not self._intercept:
+            return
+        error = data.conn.error or "the client handshake failed"
+        code = alert_in_error_text(error)
+        if code is not None:
+            live.tracker.alert = handshake.AlertSeen("client", code)
+        live.tracker.end(handshake.CLIENT_ALERT if code is not None else handshake.CLOSED,
+                         f"with the proxy: {error}")
+        live.client_rejected_proxy = True
+        self._finish(data.context.client.id)
+
+    # --- passthrough: the relayed bytes ---------------------------------------------
 
     def tcp_message(self, flow: tcp.TCPFlow) -> None:
         live = self._live.get(flow.client_conn.id)
@@ -188,13 +319,18 @@ class TunnelInspector:
     def client_disconnected(self, client: connection.Client) -> None:
         # The safety net: whatever path a tunnel took, it gets its record here at the latest.
         self._closed(client.id)
+        opening = self._opening.pop(client.id, None)
+        if opening is not None:
+            self._publish_unparsed(client, opening)
 
-    def done(self) -> None:
+    async def done(self) -> None:
         for cid in list(self._live):
             self._live[cid].tracker.end(
                 handshake.CLOSED, "the proxy stopped before the handshake finished"
             )
             self._finish(cid)
+        if self._judging:  # each is bounded by the probe timeout
+            await asyncio.wait(self._judging)
         if self._jsonl is not None:
             self._jsonl.close()
 
@@ -204,6 +340,8 @@ class TunnelInspector:
         live = self._live.get(cid)
         if live is not None:
             live.tracker.closed()
+            # The TCP layer is ending this flow itself (tcp_end runs inside it): leave it be.
+            live.layer = None
             self._finish(cid)
 
     def _timed_out(self, cid: str, seconds: float) -> None:
@@ -223,15 +361,83 @@ class TunnelInspector:
         tr, t = live.tracker, live.tunnel
         t.client_hello = tr.client_hello
         t.outcome = tr.outcome or handshake.CLOSED
-        t.version = tr.version
+        t.version = live.version or tr.version
         t.alert = tr.alert
         t.detail = tr.detail
         t.observed_chain = tr.certificates
         t.decided = time.time()
-        self.stream.publish(t.to_record(tunnel_findings(t)))
+        if self.judge is not None and self.judge.wants_chain(t):
+            # The verdict may need a probe: judge off the relay's path, publish when known.
+            task = asyncio.create_task(self._judge_and_publish(live))
+            self._judging.add(task)
+            task.add_done_callback(self._judging.discard)
+        else:
+            self._publish(live, None, [])
+
+    async def _judge_and_publish(self, live: _Live) -> None:
+        t = live.tunnel
+        # Probe the very address the tunnel reached (no second DNS answer), unless an
+        # upstream proxy is in between: then the proxy is asked for the CONNECT target.
+        target = live.target if self.judge.upstream_proxy else t.upstream
+        try:
+            chain, chain_findings = await self.judge.judge(
+                t, (target[0], target[1]), live.intercepted_chain
+            )
+        except Exception as e:  # a verdict bug must not cost the tunnel its record
+            log.exception("chain verdict failed for %s:%s", t.connect_host, t.connect_port)
+            chain, chain_findings = None, [probe_failed(f"the chain verdict failed: {e!r}")]
+        self._publish(live, chain, chain_findings)
+
+    def _publish(self, live: _Live, chain: dict | None, chain_findings: list) -> None:
+        t = live.tunnel
+        findings = tunnel_findings(t, live.client_rejected_proxy) + chain_findings
+        self.stream.publish(t.to_record(findings, chain))
+
+    def _publish_unparsed(self, client: connection.Client, opening: bytes) -> None:
+        host, port = unparsed_target(opening)
+        t = Tunnel(id=client.id, client=client.peername, connect_host=host, connect_port=port,
+                   started=client.timestamp_start or time.time(), outcome=handshake.CONNECT_FAILED,
+                   detail=bad_request_detail(opening), decided=time.time())
+        self.stream.publish(t.to_record([bad_request_finding(opening)]))
 
     def _log_line(self, record: dict) -> None:
         log.info(format_line(record))
+
+
+_JUDGE_OPTIONS = {
+    "inspector_trust",
+    "inspector_client",
+    "inspector_probe",
+    "inspector_probe_timeout",
+    "inspector_expiring_days",
+    "mode",
+}
+
+
+def _der(cert) -> bytes:
+    """DER of a mitmproxy Cert (to_pem is the accessor stable across mitmproxy 11 and 12)."""
+    return ssl.PEM_cert_to_DER_cert(cert.to_pem().decode("ascii"))
+
+
+def _build_judge() -> ChainJudge:
+    o = ctx.options
+    if o.inspector_probe_timeout <= 0:
+        raise exceptions.OptionsError("inspector_probe_timeout must be > 0 seconds")
+    try:
+        trust = [load_profile(spec) for spec in o.inspector_trust]
+        clients = [load_client_profile(spec) for spec in o.inspector_client]
+    except TrustError as e:
+        raise exceptions.OptionsError(str(e)) from None
+    if not trust:
+        raise exceptions.OptionsError("inspector_trust needs at least one trust store")
+    return ChainJudge(
+        trust,
+        clients,
+        probing=o.inspector_probe,
+        probe_timeout=o.inspector_probe_timeout,
+        upstream_proxy=upstream_proxy_address(o.mode),
+        expiring_days=o.inspector_expiring_days,
+    )
 
 
 addons = [TunnelInspector()]

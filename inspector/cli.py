@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from .proxy import Proxy, ProxyStartError
 from .stream import Summary, format_line
@@ -14,52 +17,163 @@ from .stream import Summary, format_line
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
 
 
-def _shared_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("proxy")
-    g.add_argument("--listen-host", default="127.0.0.1",
-                   help="address to listen on (default 127.0.0.1; other addresses expose an open relay)")
-    g.add_argument("--listen-port", type=int, default=8080,
-                   help="port to listen on; 0 picks a free one (default 8080)")
-    g.add_argument("--jsonl", metavar="PATH", help="append one JSON record per tunnel to PATH")
+class CliError(Exception):
+    """A sentence for stderr, and exit 2."""
+
+
+def _chain_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("chain verdicts")
+    g.add_argument("--trust", metavar="PATH|mozilla|system", action="append",
+                   help="what a normal client trusts (repeatable; default mozilla)")
+    g.add_argument("--client", metavar="NAME=PATH", action="append", default=[],
+                   help="judge the chain for a client with its own root store, e.g. an old "
+                        "device (repeatable)")
+    g.add_argument("--probe-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds a probe handshake may take (default 5)")
+    g.add_argument("--expiring-days", type=int, default=30, metavar="N",
+                   help="warn when a certificate expires within N days (default 30)")
+    g.add_argument("--upstream-proxy", metavar="URL",
+                   help="send tunnels and probes through this HTTP proxy (http://HOST:PORT)")
     g.add_argument("--connect-to", metavar="HOST:PORT:HOST2:PORT2", action="append", default=[],
                    help="send tunnels for HOST:PORT to HOST2:PORT2, SNI untouched (repeatable)")
+
+
+def _proxy_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("proxy")
+    g.add_argument("--listen-host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--listen-port", type=int, default=8080,
+                   help="port to listen on; 0 picks a free one (default 8080)")
+    g.add_argument("--proxy-auth", metavar="USER:PASS",
+                   help="require these proxy credentials (needed with a non-loopback --listen-host)")
+    g.add_argument("--allow-remote", action="store_true",
+                   help="accept a non-loopback --listen-host without --proxy-auth")
+    g.add_argument("--jsonl", metavar="PATH", help="append one JSON record per tunnel to PATH")
+    g.add_argument("--export-flagged", metavar="PATH",
+                   help="at exit, write the flagged tunnels to PATH as one JSON document")
+    g.add_argument("--export-dir", metavar="DIR", default=".",
+                   help="where the UI's `e` key writes exports (default: the working directory)")
+    g.add_argument("--fail-on", choices=("never", "warning", "error"), default="never",
+                   help="exit 1 if any tunnel had a finding of this severity or worse")
     g.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
                    help="record a handshake as timed out after S seconds (default 10)")
+    g.add_argument("--no-probe", action="store_true",
+                   help="never probe upstreams: chains only where the relay sees them (TLS <= 1.2)")
+    g.add_argument("--intercept", action="store_true",
+                   help="terminate TLS with mitmproxy's CA (the client must trust it); the "
+                        "upstream gets exactly the client's SNI")
+    g.add_argument("--confdir", metavar="DIR", default="~/.mitmproxy",
+                   help="--intercept only: where mitmproxy keeps its CA (made private, 0700)")
     g.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    return p
+    _chain_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    shared = _shared_options()
     parser = argparse.ArgumentParser(
         prog="tunnel-inspector",
-        parents=[shared],
         description="A forward proxy that shows, for every CONNECT tunnel, the CONNECT "
-        "target next to the client's SNI and how the TLS handshake ended.",
+        "target next to the client's SNI, how the TLS handshake ended, and a verdict on "
+        "the upstream certificate chain. Without a command: the proxy and its live UI.",
     )
     parser.add_argument("--headless", action="store_true",
                         help="no UI: print one line per tunnel on stdout")
+    _proxy_options(parser)
+    sub = parser.add_subparsers(dest="command", metavar="{demo,probe,open}")
+
+    demo = sub.add_parser("demo", help="the built-in lab, scripted clients and the proxy",
+                          description="Start lab TLS servers on 127.0.0.1, the proxy trusting "
+                          "the lab root, and clients that reproduce each kind of breakage.")
+    demo.add_argument("--headless", action="store_true",
+                      help="print the records' lines and exit when the clients are done")
+    _proxy_options(demo)
+    demo.set_defaults(listen_port=0)  # any free port: the demo must not collide with a real run
+
+    pr = sub.add_parser("probe", help="one chain verdict for HOST[:PORT], no proxy",
+                        description="Handshake with HOST[:PORT] and print its chain and findings. "
+                        "Exit 0 clean, 1 flagged, 2 could not probe.")
+    pr.add_argument("target", metavar="HOST[:PORT]")
+    names = pr.add_mutually_exclusive_group()
+    names.add_argument("--sni", metavar="NAME", help="send this SNI (default: HOST if a name)")
+    names.add_argument("--no-sni", action="store_true", help="send no SNI")
+    pr.add_argument("--json", action="store_true", help="print the record as JSON")
+    _chain_options(pr)
+
+    op = sub.add_parser("open", help="a recorded JSON Lines stream in the UI")
+    op.add_argument("file", metavar="FILE.jsonl")
+    op.add_argument("--follow", action="store_true", help="keep reading as the file grows")
+    op.add_argument("--export-dir", metavar="DIR", default=".",
+                    help="where the `e` key writes exports (default: the working directory)")
     return parser
 
 
-def _mitm_options(args: argparse.Namespace) -> dict:
-    return {
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    for name in ("duration", "handshake_timeout", "probe_timeout"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0 seconds")
+    if hasattr(args, "expiring_days") and args.expiring_days < 0:
+        parser.error("--expiring-days must be >= 0")
+    if getattr(args, "upstream_proxy", None) and not args.upstream_proxy.startswith("http://"):
+        parser.error("--upstream-proxy takes http://HOST:PORT")
+    if not hasattr(args, "listen_host"):
+        return
+    if not 0 <= args.listen_port <= 65535:
+        parser.error(f"--listen-port {args.listen_port} is not a port (0-65535)")
+    if args.proxy_auth is not None and ":" not in args.proxy_auth:
+        parser.error("--proxy-auth takes USER:PASS")
+    if not _is_loopback(args.listen_host):
+        if not (args.proxy_auth or args.allow_remote):
+            parser.error(
+                f"--listen-host {args.listen_host} accepts connections from other machines "
+                "and would relay them anywhere: add --proxy-auth USER:PASS, or --allow-remote "
+                "if that is what you want"
+            )
+        print(f"tunnel-inspector: warning: listening on {args.listen_host}: reachable from "
+              "other machines" + ("" if args.proxy_auth else ", with no authentication"),
+              file=sys.stderr)
+
+
+def private_dir(path: str) -> str:
+    """Create (or tighten) a directory only its owner can read: it holds a CA key."""
+    path = os.path.expanduser(path)
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.chmod(path, 0o700)
+    except OSError as e:
+        raise CliError(f"cannot make {path} private: {e.strerror}") from None
+    return path
+
+
+def mitm_options(args: argparse.Namespace) -> dict:
+    opts = {
         "listen_host": args.listen_host,
         "listen_port": args.listen_port,
         "inspector_jsonl": args.jsonl,
         "inspector_connect_to": args.connect_to,
         "inspector_handshake_timeout": args.handshake_timeout,
+        "inspector_trust": args.trust or ["mozilla"],
+        "inspector_client": args.client,
+        "inspector_probe": not args.no_probe,
+        "inspector_probe_timeout": args.probe_timeout,
+        "inspector_expiring_days": args.expiring_days,
+        "inspector_intercept": args.intercept,
     }
-
-
-def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if not 0 <= args.listen_port <= 65535:
-        parser.error(f"--listen-port {args.listen_port} is not a port (0-65535)")
-    if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be > 0 seconds")
-    if args.handshake_timeout <= 0:
-        parser.error("--handshake-timeout must be > 0 seconds")
+    if args.proxy_auth:
+        opts["proxyauth"] = args.proxy_auth
+    if args.upstream_proxy:
+        opts["mode"] = [f"upstream:{args.upstream_proxy}"]
+    if args.intercept:
+        opts["confdir"] = private_dir(args.confdir)
+    return opts
 
 
 class _StopSignals:
@@ -85,32 +199,58 @@ class _StopSignals:
         for sig in self.SIGNALS:
             loop.remove_signal_handler(sig)
 
-    async def wait(self, duration: float | None) -> None:
-        try:
-            await asyncio.wait_for(self.event.wait(), duration)
-        except asyncio.TimeoutError:
-            pass
+    async def wait(self, duration: float | None, until: asyncio.Future | None = None) -> None:
+        waits = [asyncio.ensure_future(self.event.wait())] + ([until] if until else [])
+        await asyncio.wait(waits, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
+        waits[0].cancel()
 
 
-async def run_headless(args: argparse.Namespace) -> int:
+async def run_headless(
+    args: argparse.Namespace,
+    options: dict | None = None,
+    until: Callable[[int], Awaitable[object]] | None = None,
+) -> int:
+    """The proxy with one line per tunnel on stdout.
+
+    options: extra mitmproxy options (the demo's lab trust); until: called with the
+    listening port once up, its end also ends the run (the demo's scripted clients).
+    """
     from addons.tunnel_inspector import TunnelInspector
+
+    from .export import write_export
 
     addon = TunnelInspector()
     summary = Summary()
+    flagged: list[dict] = []
     colour = sys.stdout.isatty()
     addon.stream.subscribe(summary)
     addon.stream.subscribe(lambda r: print(format_line(r, colour), flush=True))
-    proxy = Proxy([addon], _mitm_options(args))
+    if args.export_flagged:
+        addon.stream.subscribe(lambda r: flagged.append(r) if r["flagged"] else None)
+    proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
     with _StopSignals() as stop:
         try:
             host, port = await proxy.start()
         except ProxyStartError as e:
-            print(f"tunnel-inspector: {e}", file=sys.stderr)
-            return EXIT_USAGE
+            raise CliError(str(e)) from None
         print(f"listening on {host}:{port}", flush=True)
-        await stop.wait(args.duration)
+        job = asyncio.ensure_future(until(port)) if until else None
+        await stop.wait(args.duration, job)
+        if job is not None and not job.done():
+            job.cancel()
         await proxy.stop()
     print(summary.line(), flush=True)
+    if args.export_flagged:
+        try:
+            n = write_export(args.export_flagged, flagged)
+        except OSError as e:
+            raise CliError(f"cannot write {args.export_flagged}: {e.strerror}") from None
+        print(f"exported {n} flagged tunnels to {args.export_flagged}", flush=True)
+    if args.fail_on != "never" and (failing := summary.failing(args.fail_on)):
+        print(f"failing (--fail-on {args.fail_on}): {len(failing)} hosts", flush=True)
+        for host_port, codes in sorted(failing.items()):
+            print(f"  {host_port}  {', '.join(codes)}", flush=True)
+        return EXIT_FLAGGED
     return EXIT_OK
 
 
@@ -122,14 +262,37 @@ def _setup_logging() -> None:
     root.setLevel(logging.WARNING)
 
 
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "probe":
+        from .probe_cmd import run_probe
+
+        return asyncio.run(run_probe(args))
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(args)
+    if args.command == "open":
+        from .tui.run import run_open
+
+        return run_open(args)
+    if args.headless:
+        return asyncio.run(run_headless(args))
+    from .tui.run import run_live
+
+    return run_live(args, mitm_options(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _validate(args, parser)
-    _setup_logging()
-    if not args.headless:
-        parser.error("the live UI is not built yet: use --headless")
-    return asyncio.run(run_headless(args))
+    if args.command == "probe" or args.headless:
+        _setup_logging()  # the UI routes logs to its own panel instead
+    try:
+        return _dispatch(args)
+    except CliError as e:
+        print(f"tunnel-inspector: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

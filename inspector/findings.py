@@ -26,6 +26,7 @@ CODES = {
     "client-rejected-certificate": ERROR,
     "handshake-aborted": ERROR,
     "upstream-unreachable": ERROR,
+    "bad-connect": ERROR,
     # chain
     "sni-required": ERROR,
     "untrusted": ERROR,

@@ -126,10 +126,13 @@ class HandshakeTracker:
 
     def timed_out(self, seconds: float) -> None:
         if self.outcome is None:
-            stage = "a ClientHello" if self.client_hello is None else (
-                "the ServerHello" if self.server_hello is None else "the end of the handshake"
-            )
-            self._decide(TIMEOUT, f"no {stage} within {seconds:g} s")
+            if self.client_hello is None:
+                what = "no ClientHello"
+            elif self.server_hello is None:
+                what = "no ServerHello"
+            else:
+                what = "the handshake did not finish"
+            self._decide(TIMEOUT, f"{what} within {seconds:g} s")
 
     def _record(self, from_client: bool, side: _Side, record: wire.Record) -> None:
         if record.type == wire.HANDSHAKE and not side.ccs:
@@ -203,6 +206,16 @@ def connect_error_text(error: str | None) -> str:
     return rest if errno_ < 0 else f"{os.strerror(errno_).lower()}: {rest}"
 
 
+def alert_in_error_text(error: str) -> int | None:
+    """The alert code named in an OpenSSL error ("tlsv1 alert unknown ca",
+    "tlsv1 unrecognized name"), or None: intercept mode only gets OpenSSL's text."""
+    text = error.lower()
+    for code, name in sorted(wire.ALERT_NAMES.items(), key=lambda kv: -len(kv[1])):
+        if code and name.replace("_", " ") in text:
+            return code
+    return None
+
+
 def _preview(data: bytes, n: int = 24) -> str:
     return repr(data[:n])[2:-1] + ("..." if len(data) > n else "")
 
@@ -212,10 +225,25 @@ def outcome_findings(
     alert: AlertSeen | None,
     detail: str | None,
     client_hello_seen: bool,
+    rejected_proxy: bool = False,
 ) -> list[Finding]:
-    """The findings a handshake outcome leads to (none for a clean `established`)."""
+    """The findings a handshake outcome leads to (none for a clean `established`).
+
+    rejected_proxy: intercept mode, where a client's refusal is of the proxy's own
+    certificate, not the server's.
+    """
     if outcome == ESTABLISHED:
         return []
+    if rejected_proxy:
+        return [
+            finding(
+                "client-rejected-certificate",
+                f"the client refused the proxy's certificate: {detail}",
+                "In --intercept mode the client must trust mitmproxy's CA "
+                "(~/.mitmproxy/mitmproxy-ca-cert.pem); or run in passthrough mode, which "
+                "needs no CA.",
+            )
+        ]
     if outcome == CONNECT_FAILED:
         return [
             finding(
@@ -289,7 +317,7 @@ def outcome_findings(
         return [
             finding(
                 "handshake-aborted",
-                f"the handshake did not finish: {detail}",
+                f"the handshake timed out: {detail}",
                 "A side stalled: a firewall dropping packets, a server that waits for SNI "
                 "it never gets, or an overloaded server.",
             )

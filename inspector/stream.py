@@ -64,29 +64,36 @@ class JsonlSink:
 
 
 class Summary:
-    """Counts for the closing line and for CI gating."""
+    """Counts for the closing line, and what CI gating (--fail-on) needs per host."""
 
     def __init__(self) -> None:
         self.tunnels = 0
         self.flagged = 0
         self.codes: Counter[str] = Counter()
-        self.worst: dict[str, str] = {}  # connect host:port -> worst severity
+        self.by_host: dict[str, dict[str, str]] = {}  # host:port -> {code: severity}
 
     def __call__(self, record: dict) -> None:
         self.tunnels += 1
         self.flagged += bool(record.get("flagged"))
         findings = record.get("findings") or []
         self.codes.update(f["code"] for f in findings)
-        sev = worst_severity(findings)
-        if sev:
+        if findings:
             key = f"{record['connect']['host']}:{record['connect']['port']}"
-            prev = self.worst.get(key)
-            if prev is None or SEVERITY_RANK[sev] > SEVERITY_RANK[prev]:
-                self.worst[key] = sev
+            self.by_host.setdefault(key, {}).update((f["code"], f["severity"]) for f in findings)
 
     def line(self) -> str:
         codes = ", ".join(f"{c} {n}" for c, n in self.codes.most_common())
         return f"{self.tunnels} tunnels, {self.flagged} flagged" + (f" ({codes})" if codes else "")
+
+    def failing(self, threshold: str) -> dict[str, list[str]]:
+        """Hosts with a finding at `threshold` severity or worse, and those codes."""
+        rank = SEVERITY_RANK[threshold]
+        out = {}
+        for host, codes in self.by_host.items():
+            bad = sorted(c for c, sev in codes.items() if SEVERITY_RANK[sev] >= rank)
+            if bad:
+                out[host] = bad
+        return out
 
 
 _COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m"}

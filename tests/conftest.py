@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,7 +34,8 @@ def pki(tmp_path_factory):
     root = make_cert("Lab Root CA", ca=True)
     leaf = make_cert(HOST, root, sans=(HOST,))
     (d / "root.pem").write_bytes(root.pem)
-    return {"root": root, "leaf": leaf, "root_pem": str(d / "root.pem")}
+    return {"root": root, "leaf": leaf, "root_pem": str(d / "root.pem"),
+            "leaf_sha256": hashlib.sha256(leaf.der).hexdigest()}
 
 
 @pytest.fixture(scope="session")
@@ -86,11 +88,13 @@ class ProxyProcess:
 
 
 @pytest.fixture
-def start_proxy(tmp_path):
+def start_proxy(tmp_path, pki):
     started: list[ProxyProcess] = []
 
     def start(*args: str) -> ProxyProcess:
-        p = ProxyProcess(list(args), tmp_path / f"tunnels{len(started)}.jsonl")
+        # The lab root is what the tests' clients trust, unless a test says otherwise.
+        trust = [] if "--trust" in args else ["--trust", pki["root_pem"]]
+        p = ProxyProcess([*trust, *args], tmp_path / f"tunnels{len(started)}.jsonl")
         started.append(p)
         return p
 

@@ -99,3 +99,24 @@ def make_cert(
                 names.append(x509.DNSName(san))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), False)
     return Issued(builder.sign(signer, hashes.SHA256()), key)
+
+
+def reissue(issued: Issued, issuer: Issued | None, *extensions: x509.ExtensionType) -> Issued:
+    """`issued` with `extensions` added (non-critical), signed again by `issuer` (itself
+    when None): for the few lab certificates that need more than make_cert gives."""
+    cert = issued.cert
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(cert.subject)
+        .issuer_name(cert.issuer)
+        .public_key(cert.public_key())
+        .serial_number(cert.serial_number)
+        .not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+    )
+    for ext in cert.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    for value in extensions:
+        builder = builder.add_extension(value, False)
+    signer = issuer.key if issuer else issued.key
+    return Issued(builder.sign(signer, hashes.SHA256()), issued.key)

@@ -1,0 +1,170 @@
+"""The chain stage: for a finished tunnel, where its chain comes from and what it means.
+
+The chain is the one the relay saw (TLS <= 1.2, `observed`), the one mitmproxy's
+upstream handshake got (`intercept`), or a probe's (`probe`). When the client sent no
+SNI, or another name than the CONNECT host, and the tunnel failed, a second probe with
+the CONNECT host tells a server that needs SNI (`sni-required`) from a broken one.
+Probes and verdicts are cached and shared (cache.py); verification itself is pure
+(verify.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from urllib.parse import urlsplit
+
+from .. import handshake
+from ..findings import Finding, finding
+from ..record import Tunnel
+from ..sni import decode_sni, ip_literal, normalise_host
+from .cache import SharedCache
+from .probe import ProbeResult, probe
+from .trust import TrustProfile
+from .verify import ChainVerdict, verify_chain
+
+# Outcomes after which the server's chain says something: the client got (or would
+# have got) a certificate. connect-failed and not-tls never reached one.
+_CHAIN_OUTCOMES = {
+    handshake.ESTABLISHED,
+    handshake.CLIENT_ALERT,
+    handshake.SERVER_ALERT,
+    handshake.CLOSED,
+    handshake.TIMEOUT,
+}
+
+
+class ChainJudge:
+    def __init__(
+        self,
+        trust: list[TrustProfile],
+        clients: list[TrustProfile],
+        *,
+        probing: bool = True,
+        probe_timeout: float = 5.0,
+        upstream_proxy: tuple[str, int] | None = None,
+        expiring_days: int = 30,
+        ttl: float = 600.0,
+    ) -> None:
+        self.trust = trust
+        self.clients = clients
+        self.probing = probing
+        self.probe_timeout = probe_timeout
+        self.upstream_proxy = upstream_proxy
+        self.expiring_days = expiring_days
+        # a probe that never got an answer is not remembered: the next tunnel retries
+        self.probes: SharedCache[ProbeResult] = SharedCache(ttl, keep=lambda r: r.error is None)
+        self.verdicts: SharedCache[ChainVerdict] = SharedCache(ttl)
+
+    def stats(self) -> dict:
+        return {
+            "probes": self.probes.misses,
+            "probes_in_flight": self.probes.in_flight,
+            "cache_hits": self.probes.hits + self.verdicts.hits,
+        }
+
+    @staticmethod
+    def wants_chain(t: Tunnel) -> bool:
+        return t.client_hello is not None and t.upstream is not None and t.outcome in _CHAIN_OUTCOMES
+
+    async def judge(
+        self,
+        t: Tunnel,
+        target: tuple[str, int],
+        known: list[bytes] | None = None,
+        source: str = "intercept",
+    ) -> tuple[dict | None, list[Finding]]:
+        """(the record's chain object or None, chain findings) for a finished tunnel.
+
+        target: where the tunnel's upstream connection went (after --connect-to).
+        known: a chain already in hand (mitmproxy's upstream handshake, or the probe
+        command's), labelled `source`; otherwise the relay's observed chain or a probe.
+        """
+        ch = t.client_hello
+        sni = decode_sni(ch.sni_raw) if ch and ch.sni_raw is not None else None
+        chain, source = (known, source) if known else (t.observed_chain, "observed")
+        findings: list[Finding] = []
+        primary: ProbeResult | None = None
+        if not chain and self.probing:
+            primary = await self._probe(target, sni)
+            chain, source = primary.chain, "probe"
+
+        if self.probing and t.outcome != handshake.ESTABLISHED and _sni_differs(sni, t.connect_host):
+            with_name = await self._probe(target, t.connect_host)
+            tunnel_failed_at_server = primary is None or not primary.ok
+            if with_name.ok and tunnel_failed_at_server:
+                findings.append(_sni_required(sni, t.connect_host))
+                if not chain:
+                    chain, source = with_name.chain, "probe"
+
+        if not chain:
+            if primary is not None and primary.error is not None:
+                findings.append(probe_failed(f"could not fetch the server's chain: {primary.error}"))
+            return None, findings
+
+        verdict = await self._verify(chain, sni, t.connect_host)
+        return verdict.to_dict(source), findings + verdict.findings
+
+    async def _probe(self, target: tuple[str, int], sni: str | None) -> ProbeResult:
+        host, port = target
+
+        async def run() -> ProbeResult:
+            if self.upstream_proxy is not None:
+                return await probe(*self.upstream_proxy, sni, timeout=self.probe_timeout,
+                                   upstream_proxy=self.upstream_proxy, connect_name=target)
+            return await probe(host, port, sni, timeout=self.probe_timeout)
+
+        return await self.probes.get((host, port, sni), run)
+
+    async def _verify(self, chain: list[bytes], sni: str | None, connect_host: str) -> ChainVerdict:
+        key = (hashlib.sha256(b"".join(chain)).digest(), len(chain), sni, connect_host)
+
+        async def run() -> ChainVerdict:
+            return verify_chain(
+                chain,
+                sni=sni,
+                connect_host=connect_host,
+                trust=self.trust,
+                clients=self.clients,
+                now=dt.datetime.now(dt.timezone.utc),
+                expiring_days=self.expiring_days,
+            )
+
+        return await self.verdicts.get(key, run)
+
+
+def _sni_differs(sni: str | None, connect_host: str) -> bool:
+    if ip_literal(connect_host) is not None:
+        return False  # by IP there is no name to try instead
+    if sni is None:
+        return True
+    return normalise_host(sni) != normalise_host(connect_host)
+
+
+def _sni_required(sni: str | None, connect_host: str) -> Finding:
+    sent = "without SNI" if sni is None else f"with SNI {sni}"
+    return finding(
+        "sni-required",
+        f"the server refuses this handshake {sent}; with SNI {connect_host} it works",
+        f"The client must send SNI {connect_host}: set its TLS server name explicitly "
+        "(clients often drop it when they connect through a proxy).",
+    )
+
+
+def probe_failed(message: str) -> Finding:
+    return finding(
+        "probe-failed",
+        message,
+        "The verdict is missing, not clean: probe the host by hand with "
+        "`tunnel-inspector probe HOST:PORT`.",
+    )
+
+
+def upstream_proxy_address(modes: list[str]) -> tuple[str, int] | None:
+    """The HTTP proxy behind ours, from mitmproxy's `upstream:http://HOST:PORT` mode."""
+    for mode in modes:
+        if mode.startswith("upstream:"):
+            url = urlsplit(mode.removeprefix("upstream:"))
+            if url.hostname:
+                return url.hostname, url.port or (443 if url.scheme == "https" else 8080)
+    return None

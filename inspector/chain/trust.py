@@ -1,0 +1,83 @@
+"""Trust profiles: the root stores a served chain is judged against.
+
+`--trust mozilla|system|PATH` and `--client NAME=PATH` each name one profile: a set of
+root certificates and the cryptography `Store` built from them. Bundles are large and
+the same few are named for every tunnel, so each file is read and parsed once per
+content (keyed by path, size and modification time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import certifi
+from cryptography import x509
+from cryptography.x509.verification import Store
+
+log = logging.getLogger(__name__)
+
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian and Ubuntu
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+class TrustError(ValueError):
+    """A trust profile cannot be loaded; the message is one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class TrustProfile:
+    name: str
+    certificates: tuple[x509.Certificate, ...]
+    store: Store
+    skipped: int = 0  # certificates in the bundle that cryptography cannot parse
+
+
+def load_profile(spec: str, name: str | None = None) -> TrustProfile:
+    """The profile for `mozilla`, `system` or a PEM file path, called `name` (default: spec)."""
+    path = os.path.realpath({"mozilla": certifi.where(), "system": SYSTEM_BUNDLE}.get(spec, spec))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TrustError(f"trust store {spec!r}: file {path} does not exist") from None
+    except OSError as e:
+        raise TrustError(f"trust store {spec!r}: cannot read {path} ({e.strerror})") from None
+    certificates, store, skipped = _load_bundle(path, st.st_size, st.st_mtime_ns)
+    return TrustProfile(name or spec, certificates, store, skipped)
+
+
+@lru_cache(maxsize=16)
+def _load_bundle(path: str, size: int, mtime_ns: int) -> tuple[tuple, Store, int]:
+    # size and mtime_ns are part of the cache key only: an edited file is read again.
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise TrustError(f"cannot read trust store {path} ({e.strerror})") from None
+    blocks = _PEM_BLOCK.findall(data)
+    if not blocks:
+        raise TrustError(f"trust store {path} contains no PEM certificates")
+    certificates = []
+    for block in blocks:
+        try:
+            certificates.append(x509.load_pem_x509_certificate(block))
+        except ValueError:
+            continue  # one odd root must not cost the user the whole bundle; counted below
+    skipped = len(blocks) - len(certificates)
+    if skipped:
+        log.warning("trust store %s: skipped %d certificates that cannot be parsed", path, skipped)
+    if not certificates:
+        raise TrustError(f"trust store {path} contains no certificate that can be parsed")
+    return tuple(certificates), Store(certificates), skipped
+
+
+def load_client_profile(spec: str) -> TrustProfile:
+    """`NAME=PATH` (`--client`): a client's own root store, named for the report."""
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise TrustError(f"--client {spec!r} is not NAME=PATH (e.g. android5=old-roots.pem)")
+    return load_profile(path, name=name)

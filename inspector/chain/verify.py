@@ -1,0 +1,830 @@
+"""The chain verdict: the certificates a server sent in, what its clients conclude out.
+
+Pure: DER bytes, trust profiles and a clock in; a `ChainVerdict` (findings, and the
+record's "chain" object of design.md) out. No I/O, no mitmproxy.
+
+A served chain is looked at three ways:
+- per profile, by cryptography's path builder: what a modern client concludes
+  (trusted-first, any order, expired alternatives skipped);
+- along the served walk: the issuer of each certificate taken from the served list
+  first, as OpenSSL 1.0.x, old GnuTLS and old Android build it;
+- by its structure: order, extra and root certificates, algorithms, dates.
+
+cryptography's error texts are not diagnoses (one text covers a missing intermediate,
+an unknown root and a self-signed leaf), so every failure is re-explained here from
+the served chain. When no `--trust` profile accepts the chain, the finding names the
+cause (`self-signed`, `incomplete-chain`, `expired`, `hostname-mismatch`,
+`weak-signature`, ...); `untrusted` is for causes no more specific code describes.
+Messages carry certificate subjects verbatim: escaping is the display's job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID
+from cryptography.x509.oid import ObjectIdentifier
+from cryptography.x509.oid import SignatureAlgorithmOID as SIG
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+from ..findings import ERROR, SEVERITY_RANK, Finding, finding
+from ..sni import ip_literal, normalise_host
+from .trust import TrustProfile
+
+MAX_DEPTH = 8  # intermediates the path builder may stack; real chains need 1-3
+LISTED = 5  # names or certificates spelled out in one message
+
+LEGACY_CLIENTS = "OpenSSL 1.0.x, GnuTLS < 3.6.14, Android <= 5, Java <= 8u51"
+
+# OpenSSL's names, so the record reads like `openssl x509 -text`.
+SIGNATURE_NAMES = {
+    SIG.RSA_WITH_MD5: "md5WithRSAEncryption",
+    SIG.RSA_WITH_SHA1: "sha1WithRSAEncryption",
+    SIG.RSA_WITH_SHA224: "sha224WithRSAEncryption",
+    SIG.RSA_WITH_SHA256: "sha256WithRSAEncryption",
+    SIG.RSA_WITH_SHA384: "sha384WithRSAEncryption",
+    SIG.RSA_WITH_SHA512: "sha512WithRSAEncryption",
+    SIG.RSASSA_PSS: "rsassaPss",
+    SIG.ECDSA_WITH_SHA1: "ecdsa-with-SHA1",
+    SIG.ECDSA_WITH_SHA224: "ecdsa-with-SHA224",
+    SIG.ECDSA_WITH_SHA256: "ecdsa-with-SHA256",
+    SIG.ECDSA_WITH_SHA384: "ecdsa-with-SHA384",
+    SIG.ECDSA_WITH_SHA512: "ecdsa-with-SHA512",
+    SIG.DSA_WITH_SHA1: "dsaWithSHA1",
+    SIG.DSA_WITH_SHA256: "dsa_with_SHA256",
+    SIG.ED25519: "ED25519",
+    SIG.ED448: "ED448",
+}
+_MD2_RSA = ObjectIdentifier("1.2.840.113549.1.1.2")
+_SHA1_RSA_OIW = ObjectIdentifier("1.3.14.3.2.29")
+WEAK_SIGNATURES = {
+    SIG.RSA_WITH_MD5, SIG.RSA_WITH_SHA1, SIG.ECDSA_WITH_SHA1, SIG.DSA_WITH_SHA1,
+    _MD2_RSA, _SHA1_RSA_OIW,
+}
+
+
+@dataclass(frozen=True)
+class CertificateInfo:
+    """One served certificate as the record shows it."""
+
+    subject: str
+    issuer: str | None
+    not_before: str | None
+    not_after: str | None
+    sha256: str
+    key: str | None
+    signature: str | None
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    name: str
+    kind: str  # "trust" (a --trust profile) or "client" (a --client profile)
+    trusted: bool
+    error: str | None  # why this profile rejects the chain, in plain words
+    path: tuple[str, ...] = ()  # sha256 of the chain it validated, leaf first
+
+
+@dataclass(frozen=True)
+class ChainVerdict:
+    certificates: tuple[CertificateInfo, ...]
+    profiles: tuple[ProfileResult, ...]
+    findings: list[Finding]
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """The path validated by the first profile that validates one (empty if none)."""
+        return next((p.path for p in self.profiles if p.path), ())
+
+    def to_dict(self, source: str) -> dict:
+        """The record's "chain" object; `source` is observed, probe or intercept."""
+        path = self.path
+        out = {
+            "source": source,
+            "certificates": [
+                {**c.__dict__, "in_path": c.sha256 in path} for c in self.certificates
+            ],
+            "profiles": {
+                p.name: {"trusted": p.trusted, "error": p.error, "kind": p.kind}
+                for p in self.profiles
+            },
+        }
+        if path:
+            out["path"] = list(path)
+        return out
+
+
+def verify_chain(
+    chain_der: list[bytes],
+    *,
+    sni: str | None,
+    connect_host: str,
+    trust: list[TrustProfile],
+    clients: list[TrustProfile],
+    now: dt.datetime,
+    expiring_days: int = 30,
+) -> ChainVerdict:
+    """The verdict on `chain_der` (leaf first, as served) for a client that sent `sni`
+    in a tunnel to `connect_host`, judged by the `trust` and `clients` profiles."""
+    now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    certs = [_parse(der) for der in chain_der]
+    infos = tuple(_info(der, cert) for der, cert in zip(chain_der, certs))
+    runs = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
+    unusable = _unusable(certs)
+    if unusable is not None:
+        profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in runs)
+        return ChainVerdict(infos, profiles, [unusable])
+    served = _Served(certs, now)
+    analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
+    return ChainVerdict(infos, *analysis.conclude())
+
+
+# --- parsing ---------------------------------------------------------------------
+
+
+def _parse(der: bytes) -> x509.Certificate | None:
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        # cryptography decodes names, extensions and the key lazily: touch them here so
+        # a malformed one makes the certificate unparseable instead of raising later.
+        cert.subject.rfc4514_string(), cert.issuer.rfc4514_string()
+        cert.extensions, cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+    return cert
+
+
+def _info(der: bytes, cert: x509.Certificate | None) -> CertificateInfo:
+    sha256 = hashes.Hash(hashes.SHA256())
+    sha256.update(der)
+    digest = sha256.finalize().hex()
+    if cert is None:
+        return CertificateInfo("unparseable", None, None, None, digest, None, None)
+    return CertificateInfo(
+        cert.subject.rfc4514_string(),
+        cert.issuer.rfc4514_string(),
+        _stamp(cert.not_valid_before_utc),
+        _stamp(cert.not_valid_after_utc),
+        digest,
+        _key_text(cert.public_key()),
+        _signature_name(cert),
+    )
+
+
+def _unusable(certs: list[x509.Certificate | None]) -> Finding | None:
+    if not certs:
+        return finding(
+            "untrusted",
+            "the server sent no certificate",
+            "configure a certificate on the server, or check that the tunnel reached the TLS port you meant",
+        )
+    bad = [i for i, c in enumerate(certs) if c is None]
+    if not bad:
+        return None
+    which = ", ".join(f"#{i}" for i in bad[:LISTED])
+    return finding(
+        "untrusted",
+        f"the server sent a certificate that cannot be parsed ({which}; #0 is the leaf)",
+        f"replace certificate {which} in the server's chain file: clients reject a chain they cannot parse",
+    )
+
+
+def _stamp(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _day(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d")
+
+
+def _key_text(key) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA {key.key_size}"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return f"EC {key.curve.name}"
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA {key.key_size}"
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519"
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448"
+    return type(key).__name__
+
+
+def _weak_key(key) -> bool:
+    if isinstance(key, (rsa.RSAPublicKey, dsa.DSAPublicKey)):
+        return key.key_size < 2048
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return key.curve.key_size < 256
+    return False
+
+
+def _weak_signature(cert: x509.Certificate) -> bool:
+    return cert.signature_algorithm_oid in WEAK_SIGNATURES
+
+
+def _signature_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    return SIGNATURE_NAMES.get(oid, oid.dotted_string)
+
+
+def _valid_at(cert: x509.Certificate, moment: dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc
+
+
+def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer` names and signed `child`, SHA-1 and MD5 signatures included.
+
+    cryptography's `verify_directly_issued_by` refuses legacy hashes, and chains signed
+    with them are exactly the ones worth explaining, so the signature is checked here.
+    """
+    if child.issuer != issuer.subject:
+        return False  # the cheap test first: most candidates fail on the name
+    key, signature, tbs = issuer.public_key(), child.signature, child.tbs_certificate_bytes
+    try:
+        digest = child.signature_hash_algorithm
+        if isinstance(key, rsa.RSAPublicKey):
+            scheme = child.signature_algorithm_parameters or padding.PKCS1v15()
+            key.verify(signature, tbs, scheme, digest)
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            key.verify(signature, tbs, ec.ECDSA(digest))
+        elif isinstance(key, dsa.DSAPublicKey):
+            key.verify(signature, tbs, digest)
+        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, tbs)
+        else:
+            return False
+    except (InvalidSignature, TypeError, ValueError, UnsupportedAlgorithm):
+        return False  # a mismatched key type or an unknown algorithm is not a signature
+    return True
+
+
+def _issuer_in(cert: x509.Certificate, pool) -> x509.Certificate | None:
+    return next((c for c in pool if _issued_by(cert, c)), None)
+
+
+def _spki(cert: x509.Certificate) -> bytes:
+    return cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _label(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(a certificate with an empty subject)"
+
+
+def _has_aia_issuer(cert: x509.Certificate) -> bool:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except x509.ExtensionNotFound:
+        return False
+    return any(d.access_method == AuthorityInformationAccessOID.CA_ISSUERS for d in aia)
+
+
+# --- names -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Names:
+    """The names a leaf covers (its subjectAltName; the common name counts for nothing)."""
+
+    dns: tuple[str, ...]
+    ips: tuple[str, ...]
+    present: bool
+
+    @classmethod
+    def of(cls, leaf: x509.Certificate) -> _Names:
+        try:
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return cls((), (), False)
+        dns = tuple(n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+        return cls(dns, ips, True)
+
+    def covers(self, host: str) -> bool:
+        ip = ip_literal(host)
+        if ip is not None:
+            return ip in self.ips
+        name = normalise_host(host)
+        if name is None:
+            return False
+        parent = name.partition(".")[2]
+        return any(d == name or (d.startswith("*.") and d[2:] == parent) for d in self.dns)
+
+    def listing(self) -> str:
+        names = self.dns + self.ips
+        if not names:
+            return "no names"
+        more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
+        return ", ".join(names[:LISTED]) + more
+
+    def candidates(self, target: str) -> list[str]:
+        """Names to hand the path builder, the target first when the leaf covers it."""
+        own = [("a" + d[1:]) if d.startswith("*.") else d for d in self.dns] + list(self.ips)
+        return ([target] if self.covers(target) else []) + own
+
+
+def _general_name(host: str) -> x509.GeneralName:
+    ip = ip_literal(host)
+    if ip is not None:
+        return x509.IPAddress(ipaddress.ip_address(ip))
+    return x509.DNSName(normalise_host(host) or host)
+
+
+def _same_host(a: str, b: str) -> bool:
+    return (ip_literal(a) or normalise_host(a) or a) == (ip_literal(b) or normalise_host(b) or b)
+
+
+# --- the served chain ----------------------------------------------------------------
+
+
+class _Served:
+    """The parsed served chain and what follows from it alone."""
+
+    def __init__(self, certs: list[x509.Certificate], now: dt.datetime) -> None:
+        self.certs = certs
+        self.leaf = certs[0]
+        self.now = now
+        self.self_signed = [_issued_by(c, c) for c in certs]
+        self.walk = self._walk()
+        self.index = {}  # sha256 -> first served position
+        for i, c in enumerate(certs):
+            self.index.setdefault(_fingerprint(c), i)
+
+    def _walk(self) -> list[int]:
+        """Served positions of the path a legacy client builds: from the leaf, each
+        certificate's issuer is looked up among the served certificates first."""
+        path, used = [0], {0}
+        while not self.self_signed[path[-1]]:
+            current = self.certs[path[-1]]
+            nxt = next(
+                (i for i, c in enumerate(self.certs) if i not in used and _issued_by(current, c)),
+                None,
+            )
+            if nxt is None:
+                break
+            path.append(nxt)
+            used.add(nxt)  # each served certificate once: the walk ends within len(certs)
+        return path
+
+    def intermediates(self) -> list[x509.Certificate]:
+        """The served certificates after the leaf, one per (subject, key).
+
+        Several certificates with one subject and key are all valid issuers of the same
+        children, and the path builder tries every combination: 4 copies take ~30 s at
+        depth 8. One of each keeps its work linear in the chain's length.
+        """
+        seen, out = set(), []
+        for cert in self.certs[1:]:
+            key = (cert.subject, _spki(cert))
+            if key not in seen:
+                seen.add(key)
+                out.append(cert)
+        return out
+
+    def leaf_moment(self) -> dt.datetime:
+        """`now`, or the closest moment the leaf is valid: to judge the rest of the chain."""
+        leaf = self.leaf
+        return min(max(self.now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
+
+    def top(self) -> int:
+        return self.walk[-1]
+
+
+@dataclass(frozen=True)
+class _Diagnosis:
+    code: str
+    message: str
+    hint: str
+
+
+@dataclass(frozen=True)
+class _Run:
+    profile: TrustProfile
+    kind: str
+    path: list[x509.Certificate] | None
+    problem: _Diagnosis | None
+
+    def result(self) -> ProfileResult:
+        path = tuple(_fingerprint(c) for c in self.path or ())
+        error = self.problem.message if self.problem else None
+        return ProfileResult(self.profile.name, self.kind, self.problem is None, error, path)
+
+
+class _Analysis:
+    def __init__(
+        self,
+        served: _Served,
+        sni: str | None,
+        connect_host: str,
+        trust: list[TrustProfile],
+        clients: list[TrustProfile],
+        expiring_days: int,
+    ) -> None:
+        self.served = served
+        self.sni = sni
+        self.connect_host = connect_host
+        self.target = sni or connect_host  # the name a client checks the leaf against
+        self.trust = trust
+        self.clients = clients
+        self.expiring = dt.timedelta(days=expiring_days)
+        self.names = _Names.of(served.leaf)
+        self.intermediates = served.intermediates()
+        self.probe = self._probe_name()
+
+    def _probe_name(self) -> x509.GeneralName:
+        """A name the leaf covers, so the path builder judges the chain; names are
+        judged separately (hostname-mismatch) and for both SNI and CONNECT host."""
+        profiles = self.trust + self.clients
+        for candidate in self.names.candidates(self.target) if profiles else ():
+            subject = _general_name(candidate)
+            try:
+                PolicyBuilder().store(profiles[0].store).build_server_verifier(subject)
+            except ValueError:
+                continue  # a name cryptography refuses (underscore, bad label): the next
+            return subject
+        return x509.DNSName("no-usable-name.invalid")  # the builder then reports the leaf's names
+
+    def _validate(self, store: Store, moment: dt.datetime) -> tuple[list | None, str | None]:
+        verifier = (
+            PolicyBuilder()
+            .store(store)
+            .time(moment)
+            .max_chain_depth(MAX_DEPTH)
+            .build_server_verifier(self.probe)
+        )
+        try:
+            return verifier.verify(self.served.leaf, self.intermediates), None
+        except VerificationError as e:
+            return None, str(e)
+
+    def _run(self, profile: TrustProfile, kind: str) -> _Run:
+        path, error = self._validate(profile.store, self.served.now)
+        if path is None:
+            return _Run(profile, kind, None, self._diagnose(profile, error, self.served.now))
+        if not self.names.covers(self.target):
+            return _Run(profile, kind, path, self._name_problem())
+        return _Run(profile, kind, path, None)
+
+    # -- the verdict --
+
+    def conclude(self) -> tuple[tuple[ProfileResult, ...], list[Finding]]:
+        trust_runs = [self._run(p, "trust") for p in self.trust]
+        client_runs = [self._run(p, "client") for p in self.clients]
+        trusted_path = next((r.path for r in trust_runs if r.path), None)
+        path = trusted_path or next((r.path for r in client_runs if r.path), None) or []
+
+        causes = [] if trusted_path or not self.trust else self._trust_failures(trust_runs)
+        failing = {d.code for d in causes}
+        out = self._leaf_dates() + self._name_findings() + self._weak(path, failing)
+        emitted = {f.code for f in out}
+        out += [finding(d.code, d.message, d.hint, ERROR) for d in causes if d.code not in emitted]
+        if trusted_path:
+            out += self._expired_in_chain()
+        out += [
+            finding(
+                "client-fails",
+                f"clients with the {r.profile.name} trust store reject the chain: {r.problem.message}",
+                f"for {r.profile.name}: {r.problem.hint}",
+            )
+            for r in client_runs
+            if r.problem
+        ]
+        out += self._order() + self._anchors() + self._extra(path) + self._expiring_soon(path)
+        out.sort(key=lambda f: -SEVERITY_RANK[f.severity])  # stable: errors first
+        return tuple(r.result() for r in trust_runs + client_runs), out
+
+    def _trust_failures(self, runs: list[_Run]) -> list[_Diagnosis]:
+        """Why no --trust profile validates (`runs` all failed), once per distinct cause.
+
+        An expired or not-yet-valid leaf hides everything behind it, so the chain is
+        judged again at a moment the leaf is valid: if it validates then, the leaf's
+        dates are the whole story.
+        """
+        moment = self.served.leaf_moment()
+        problems = [r.problem for r in runs]
+        if moment != self.served.now:
+            problems = []
+            for profile in self.trust:
+                path, error = self._validate(profile.store, moment)
+                if path is not None:
+                    return []
+                problems.append(self._diagnose(profile, error, moment))
+        return list({(d.code, d.message): d for d in problems}.values())
+
+    # -- diagnoses: cryptography's error text plus the served chain, in plain words --
+
+    def _diagnose(self, profile: TrustProfile, error: str, moment: dt.datetime) -> _Diagnosis:
+        text = error.lower()
+        if "not valid at validation time" in text:
+            return self._dates_problem(profile, moment)
+        if "forbidden signature algorithm" in text:
+            return self._weak_signature_problem(profile)
+        if "too weak" in text:
+            return self._weak_key_problem(profile)
+        if "subjectaltname" in text or ("missing required extension" in text and not self.names.present):
+            return self._name_problem()
+        if "missing required extension" in text:
+            return _Diagnosis(
+                "untrusted",
+                "a CA certificate in the path lacks an extension clients require (basicConstraints or keyUsage)",
+                "ask the CA for its current intermediate certificates and serve those",
+            )
+        return self._structure_problem(profile, error)
+
+    def _candidate_path(self, profile: TrustProfile) -> list[tuple[int | None, x509.Certificate]]:
+        """The served walk and the profile's root above it: (served position or None, cert)."""
+        walk = [(i, self.served.certs[i]) for i in self.served.walk]
+        top = self.served.top()
+        anchor = None if self.served.self_signed[top] else _issuer_in(self.served.certs[top], profile.certificates)
+        return walk + ([(None, anchor)] if anchor is not None else [])
+
+    def _dates_problem(self, profile: TrustProfile, moment: dt.datetime) -> _Diagnosis:
+        for position, cert in self._candidate_path(profile):
+            if _valid_at(cert, moment):
+                continue
+            if position == 0:
+                return self._leaf_date_problem(moment)
+            expired = cert.not_valid_after_utc < moment
+            when = (
+                f"expired on {_day(cert.not_valid_after_utc)}"
+                if expired
+                else f"is not valid before {_day(cert.not_valid_before_utc)}"
+            )
+            if position is None:
+                return _Diagnosis(
+                    "untrusted",
+                    f"the trust store's root {_label(cert)} {when}",
+                    "the client needs an updated trust store, or the server a chain to a root the client holds",
+                )
+            return _Diagnosis(
+                "untrusted",
+                f"the path to the trust store's root goes through {_label(cert)} "
+                f"(certificate #{position}), which {when}",
+                f"replace or remove {_label(cert)} in the server's chain file: serve the leaf "
+                "and the CA's current intermediate only",
+            )
+        return _Diagnosis(
+            "untrusted",
+            "every path to a root of the trust store needs a certificate outside its validity period",
+            "serve the leaf and the CA's current intermediate only",
+        )
+
+    def _leaf_date_problem(self, moment: dt.datetime) -> _Diagnosis:
+        leaf = self.served.leaf
+        if leaf.not_valid_after_utc < moment:
+            return _Diagnosis(
+                "expired",
+                f"the certificate expired on {_day(leaf.not_valid_after_utc)}",
+                f"renew the certificate for {self.target} and install it on the server",
+            )
+        return _Diagnosis(
+            "not-yet-valid",
+            f"the certificate is not valid before {_day(leaf.not_valid_before_utc)}",
+            "install the certificate that is valid now, and check the clock of the machine that issued it",
+        )
+
+    def _weak_signature_problem(self, profile: TrustProfile) -> _Diagnosis:
+        weak = [c for i, c in self._candidate_path(profile) if not self._is_root(i, c) and _weak_signature(c)]
+        what = f"{_label(weak[0])} is signed with {_signature_name(weak[0])}" if weak else "a certificate in the path has a SHA-1 or MD5 signature"
+        return _Diagnosis(
+            "weak-signature",
+            f"{what}, which modern clients reject",
+            "ask the CA for the SHA-256 version of the certificate and serve it in its place",
+        )
+
+    def _weak_key_problem(self, profile: TrustProfile) -> _Diagnosis:
+        weak = [c for _, c in self._candidate_path(profile) if _weak_key(c.public_key())]
+        what = f"{_label(weak[0])} has a {_key_text(weak[0].public_key())} key" if weak else "a CA in the path has a short key"
+        return _Diagnosis(
+            "weak-key",
+            f"{what}, which modern clients reject",
+            "serve a chain from a CA whose keys are RSA 2048+ or EC P-256+",
+        )
+
+    def _structure_problem(self, profile: TrustProfile, error: str) -> _Diagnosis:
+        served = self.served
+        top = served.certs[served.top()]
+        if served.top() == 0 and served.self_signed[0]:
+            return _Diagnosis(
+                "self-signed",
+                "the certificate is self-signed",
+                f"serve a certificate for {self.target} from a CA the clients trust, or, if it "
+                "is pinned on purpose, add it to the clients' trust store",
+            )
+        if served.self_signed[served.top()]:
+            return _Diagnosis(
+                "untrusted",
+                f"the chain ends at the root {_label(top)}, which the trust store does not hold",
+                f"serve a chain to a root the clients trust; if {_label(top)} is your private CA, "
+                "add it to the clients' trust store",
+            )
+        if _issuer_in(top, profile.certificates) is None:
+            issuer = top.issuer.rfc4514_string()
+            if self._issuer_known(top) or _has_aia_issuer(top):
+                return _Diagnosis(
+                    "incomplete-chain",
+                    f"the server does not send {issuer}, the issuer of {_label(top)}",
+                    f"add the intermediate {issuer} to the server's chain file after {_label(top)}; "
+                    "browsers may fetch it themselves (AIA), other clients fail",
+                )
+            return _Diagnosis(
+                "untrusted",
+                f"{_label(top)} is issued by {issuer}, which the server does not send and no trust store holds",
+                f"if {issuer} is an intermediate, serve it after {_label(top)}; if it is a private "
+                "root, add it to the clients' trust store",
+            )
+        detail = error.removeprefix("validation failed: ").split(" (encountered")[0]
+        return _Diagnosis(
+            "untrusted",
+            f"the path to the trust store's root is rejected ({detail})",
+            "compare the CA certificates' extensions (basicConstraints, keyUsage, name "
+            "constraints) with what the CA currently issues, and serve its current chain",
+        )
+
+    def _issuer_known(self, cert: x509.Certificate) -> bool:
+        return any(c.subject == cert.issuer for p in self.trust + self.clients for c in p.certificates)
+
+    def _is_root(self, position: int | None, cert: x509.Certificate) -> bool:
+        return position is None or self.served.self_signed[position]
+
+    def _name_problem(self) -> _Diagnosis:
+        if not self.names.present:
+            return _Diagnosis(
+                "hostname-mismatch",
+                "the certificate has no subjectAltName, so it covers no name (clients ignore the common name)",
+                f"reissue the certificate with {self.target} in its subjectAltName",
+            )
+        return _Diagnosis(
+            "hostname-mismatch",
+            f"the certificate does not cover {self.target} (it covers {self.names.listing()})",
+            f"serve a certificate whose subjectAltName includes {self.target}",
+        )
+
+    # -- findings from the structure --
+
+    def _leaf_dates(self) -> list[Finding]:
+        if _valid_at(self.served.leaf, self.served.now):
+            return []
+        d = self._leaf_date_problem(self.served.now)
+        return [finding(d.code, d.message, d.hint)]
+
+    def _name_findings(self) -> list[Finding]:
+        names, sni, host = self.names, self.sni, self.connect_host
+        if not names.present:
+            d = self._name_problem()
+            return [finding(d.code, d.message, d.hint)]
+        covered = f"it covers {names.listing()}"
+        if sni is not None and not names.covers(sni):
+            if _same_host(sni, host):
+                also = ""
+            elif names.covers(host):
+                also = f"; it does cover the CONNECT host {host}"
+            else:
+                also = f", nor the CONNECT host {host}"
+            return [finding(
+                "hostname-mismatch",
+                f"the certificate does not cover the SNI name {sni}{also} ({covered})",
+                f"serve a certificate whose subjectAltName includes {sni}, or have the client "
+                "ask for a name the certificate covers",
+            )]
+        if sni is None and not names.covers(host):
+            return [finding(
+                "hostname-mismatch",
+                f"the client sent no SNI and the certificate the server chose does not cover "
+                f"the CONNECT host {host} ({covered})",
+                f"make the client send the SNI {host} (servers with several sites pick a default "
+                f"certificate without it), or serve a certificate covering {host}",
+            )]
+        if sni is not None and ip_literal(host) is None and not _same_host(sni, host) and not names.covers(host):
+            return [finding(
+                "hostname-mismatch",
+                f"the certificate covers the SNI name {sni} but not the CONNECT host {host}",
+                f"a client that checks the name it gave the proxy fails: make it send the SNI "
+                f"{host}, or have it connect to {sni}",
+            )]
+        return []
+
+    def _path_certs(self, path: list[x509.Certificate]) -> list[tuple[int | None, x509.Certificate]]:
+        """The served walk and the validated path together: every certificate a client may use."""
+        out = [(i, self.served.certs[i]) for i in self.served.walk]
+        seen = {_fingerprint(c) for _, c in out}
+        for cert in path:
+            fp = _fingerprint(cert)
+            if fp not in seen:
+                seen.add(fp)
+                out.append((self.served.index.get(fp), cert))
+        return out
+
+    def _weak(self, path: list[x509.Certificate], failing: set[str]) -> list[Finding]:
+        out = []
+        for position, cert in self._path_certs(path):
+            where = "the certificate" if position == 0 else _label(cert)
+            fix = "reissue the certificate" if position == 0 else f"ask the CA for a current version of {_label(cert)}"
+            if not self._is_root(position, cert) and _weak_signature(cert):
+                rejected = ", which modern clients reject" if "weak-signature" in failing else ""
+                out.append(finding(
+                    "weak-signature",
+                    f"{where} is signed with {_signature_name(cert)}, a broken hash{rejected}",
+                    f"{fix} with a SHA-256 signature and serve it in its place",
+                    ERROR if rejected else None,
+                ))
+            if _weak_key(cert.public_key()):
+                rejected = ", which modern clients reject" if "weak-key" in failing else ""
+                out.append(finding(
+                    "weak-key",
+                    f"{where} has a {_key_text(cert.public_key())} key, below RSA 2048 / EC 256 bits{rejected}",
+                    f"{fix} with an RSA 2048+ or EC P-256+ key",
+                    ERROR if rejected else None,
+                ))
+        return out
+
+    def _expired_in_chain(self) -> list[Finding]:
+        for i in self.served.walk[1:]:
+            cert = self.served.certs[i]
+            if cert.not_valid_after_utc < self.served.now:
+                label, day = _label(cert), _day(cert.not_valid_after_utc)
+                issuer = cert.issuer.rfc4514_string()
+                return [finding(
+                    "expired-in-chain",
+                    f"the served chain contains {label} (certificate #{i}, issued by {issuer}), "
+                    f"expired {day}: modern clients find another path, clients that follow the "
+                    "served chain do not",
+                    f"the server sends {label}, expired {day}; clients that build the path from "
+                    f"the served certificates ({LEGACY_CLIENTS}) fail; serve leaf + intermediate only",
+                )]
+        return []
+
+    def _order(self) -> list[Finding]:
+        walk = self.served.walk
+        for child, issuer in zip(walk, walk[1:]):
+            if issuer < child:
+                certs = self.served.certs
+                return [finding(
+                    "wrong-order",
+                    f"the certificates are not sent in issuing order: {_label(certs[issuer])} "
+                    f"(#{issuer}) issues {_label(certs[child])} (#{child}) but is sent before it",
+                    "order the server's chain file: the leaf first, then each certificate's issuer "
+                    f"(served positions in path order: {' → '.join(f'#{i}' for i in walk)})",
+                )]
+        return []
+
+    def _anchors(self) -> list[Finding]:
+        out = []
+        for i, cert in enumerate(self.served.certs[1:], start=1):
+            if self.served.self_signed[i] and self._held_as_root(cert):
+                out.append(finding(
+                    "contains-anchor",
+                    f"the server sends the root {_label(cert)} (certificate #{i}), which clients already hold",
+                    "remove the root from the server's chain file: clients use their own copy, "
+                    "so it only adds bytes to every handshake",
+                ))
+        return out
+
+    def _held_as_root(self, cert: x509.Certificate) -> bool:
+        key = _spki(cert)
+        return any(
+            c.subject == cert.subject and _spki(c) == key
+            for p in self.trust + self.clients
+            for c in p.certificates
+        )
+
+    def _extra(self, path: list[x509.Certificate]) -> list[Finding]:
+        used = {i for i, _ in self._path_certs(path) if i is not None}
+        extra = [i for i in range(len(self.served.certs)) if i not in used]
+        if not extra:
+            return []
+        listed = ", ".join(f"#{i} {_label(self.served.certs[i])}" for i in extra[:LISTED])
+        more = f" and {len(extra) - LISTED} more" if len(extra) > LISTED else ""
+        return [finding(
+            "extra-certs",
+            f"the server sends {len(extra)} certificate(s) that no path from the leaf uses: {listed}{more}",
+            "remove them from the server's chain file",
+        )]
+
+    def _expiring_soon(self, path: list[x509.Certificate]) -> list[Finding]:
+        now, out = self.served.now, []
+        for position, cert in self._path_certs(path):
+            end = cert.not_valid_after_utc
+            if position is None or not now <= end <= now + self.expiring:
+                continue  # roots in the client's store are the client's to renew
+            days = round((end - now) / dt.timedelta(days=1))
+            if position == 0:
+                message = f"the certificate expires on {_day(end)} (in {days} days)"
+                hint = f"renew the certificate for {self.target} before {_day(end)}"
+            else:
+                message = f"{_label(cert)} (certificate #{position}) expires on {_day(end)} (in {days} days)"
+                hint = f"get the CA's current intermediate and serve it in place of {_label(cert)} before {_day(end)}"
+            out.append(finding("expiring-soon", message, hint))
+        return out

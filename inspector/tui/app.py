@@ -1,0 +1,397 @@
+"""The Textual app: tunnels appear live, broken ones stand out, enter says why.
+
+Records reach the screen in batches: `_on_record` (any thread) turns a record into a
+compact row and appends it to a deque; a timer applies everything waiting in one
+model update and one redraw every `flush_interval` seconds. Nothing is drawn per
+record, and no widget is rebuilt when the filter changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import signal
+import threading
+from collections import deque
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from inspector.escape import safe
+from inspector.export import export_flagged
+
+from .detail import DetailPane
+from .eventlog import EventLog, LogRouter, default_log_path
+from .header import Status, StatusHeader, status_text
+from .hosts import HostsTable
+from .messages import FollowChanged, HostChosen, SearchChanged, TunnelChosen, TunnelHighlighted
+from .model import RecordError, RowBuilder, TunnelModel, TunnelRow
+from .search import SearchBar
+from .store import RecordSpool
+from .table import TunnelTable
+
+log = logging.getLogger(__name__)
+
+# One flush applies at most this many rows, so opening a big file never freezes the
+# screen for long; the rest waits for the next tick.
+MAX_ROWS_PER_FLUSH = 25_000
+_DEFAULT = object()
+
+
+class InspectorApp(App[int]):
+    """`InspectorApp(feed, export_dir=Path)`; see feeds.py for what a feed is.
+
+    On a feed that fails to start the app exits with return code 2, and
+    `start_error` holds the reason.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "tunnel-inspector"
+    AUTO_FOCUS = "#tunnels"
+    BINDINGS = [
+        Binding("f", "toggle_flagged", "Flagged"),
+        Binding("slash", "search", "Search"),
+        Binding("h", "toggle_hosts", "Hosts"),
+        Binding("p", "toggle_pause", "Pause"),
+        Binding("c", "clear", "Clear"),
+        Binding("e", "export", "Export"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("escape", "back", "Back", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, feed, export_dir: Path | None = None, *,
+                 log_path: Path | None | object = _DEFAULT, flush_interval: float = 0.15,
+                 quit_after: float | None = None) -> None:
+        """log_path: where log records go while the UI runs (default: the user's state
+        directory; None: the event-log panel only). quit_after: seconds, then exit."""
+        super().__init__()
+        self.feed = feed
+        self.quit_after = quit_after
+        self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
+        self.flush_interval = flush_interval
+        self.model = TunnelModel()
+        self.status = Status()
+        self.paused = False
+        self.start_error: str | None = None
+        self.last_export: tuple[Path, int] | None = None
+        self._builder = RowBuilder()
+        self._pending: deque[TunnelRow] = deque()
+        self._lock = threading.Lock()  # pending + spool, against a feed thread
+        self._spool: RecordSpool | None = None
+        self._router = LogRouter(default_log_path() if log_path is _DEFAULT else log_path)
+        self._feed_started = False
+        self._stopped = False
+        self._widgets: dict = {}
+
+    # --- layout -----------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusHeader(id="status")
+        yield SearchBar(id="search")
+        yield TunnelTable(self.model, id="tunnels")
+        yield HostsTable(self.model, id="hosts")
+        yield DetailPane(id="detail")
+        yield EventLog(id="eventlog")
+        yield Footer()
+
+    @property
+    def table(self) -> TunnelTable:
+        return self._widgets["tunnels"]
+
+    @property
+    def hosts(self) -> HostsTable:
+        return self._widgets["hosts"]
+
+    @property
+    def detail(self) -> DetailPane:
+        return self._widgets["detail"]
+
+    @property
+    def search_bar(self) -> SearchBar:
+        return self._widgets["search"]
+
+    def on_mount(self) -> None:
+        # Kept, not queried: timers and messages may still arrive while the screen is
+        # being torn down, when a query would find nothing.
+        self._widgets = {w.id: w for w in self.query("#tunnels, #hosts, #detail, #search, #eventlog, #status")}
+        self._router.install()
+        if self._router.file_error:
+            log.warning("%s", self._router.file_error)
+        elif self._router.log_path is not None:
+            log.info("log file: %s", self._router.log_path)
+        self.set_interval(self.flush_interval, self.flush)
+        if self.quit_after is not None:
+            self.set_timer(self.quit_after, self.action_quit)
+        self._catch_sigterm(True)
+        self._render_status()
+        self.run_worker(self._start_feed(), name="feed start", exit_on_error=False)
+
+    async def _start_feed(self) -> None:
+        try:
+            self.status.source = await self.feed.start(self._on_record)
+        except Exception as e:  # any feed: its failure is the user's answer, not a crash
+            self.start_error = str(e) or type(e).__name__
+            log.error("cannot start: %s", self.start_error)
+            self.status.source, self.status.failed = f"failed: {self.start_error}", True
+            self._render_status()
+            self.exit(return_code=2, message=f"tunnel-inspector: {safe(self.start_error)}")
+            return
+        self._feed_started = True
+        log.info("%s", self.status.source)
+        self._render_status()
+
+    async def _stop_feed(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._feed_started:
+            try:
+                await self.feed.stop()
+            except Exception:  # stopping must go on: the terminal has to be restored
+                log.exception("stopping the feed failed")
+        self._catch_sigterm(False)
+        self._router.uninstall()
+        if self._spool is not None:
+            self._spool.close()
+
+    def _catch_sigterm(self, on: bool) -> None:
+        """SIGTERM ends the UI like q does: feed stopped, terminal restored."""
+        loop = asyncio.get_running_loop()
+        try:
+            if on:
+                loop.add_signal_handler(signal.SIGTERM, lambda: self.call_later(self.action_quit))
+            else:
+                loop.remove_signal_handler(signal.SIGTERM)
+        except (ValueError, RuntimeError, NotImplementedError):
+            pass  # not the main thread, or no signals on this platform: the default applies
+
+    async def on_unmount(self) -> None:
+        await self._stop_feed()
+
+    async def action_quit(self) -> None:
+        await self._stop_feed()
+        self.exit(return_code=0)
+
+    # --- records in -------------------------------------------------------------------
+
+    def _on_record(self, record: dict, ref: int | None = None) -> None:
+        """The feed's callback. Any thread; cheap: build a row, queue it."""
+        spooled = ref is None
+        try:
+            row = self._builder.build(record, -1 if spooled else ref, spooled)
+        except RecordError as e:
+            log.warning("tunnel %s skipped: %s", safe(record.get("id") if isinstance(record, dict) else "?"), e)
+            return
+        with self._lock:
+            if spooled:
+                if self._spool is None:
+                    self._spool = RecordSpool()
+                row.ref = self._spool.write(record)
+            self._pending.append(row)
+
+    def flush(self) -> None:
+        """Apply what arrived since the last tick, in one update."""
+        self._drain_log()
+        if not self.paused and self._pending:
+            pending = self._pending
+            batch = [pending.popleft() for _ in range(min(len(pending), MAX_ROWS_PER_FLUSH))]
+            self._apply(batch)
+        self.status.waiting = len(self._pending)
+        self.status.stats = self._feed_stats()
+        self._render_status()
+
+    def _apply(self, batch: list[TunnelRow]) -> None:
+        if self.model.add(batch):
+            self.table.rows_added()
+        if self.hosts.display:
+            self.hosts.reload()
+
+    def _feed_stats(self) -> dict:
+        stats = getattr(self.feed, "stats", None)
+        return dict(stats()) if callable(stats) else {}
+
+    def _drain_log(self) -> None:
+        entries, dropped = self._router.drain()
+        if not entries and not dropped:
+            return
+        panel = self._widgets["eventlog"]
+        for level, text in entries:
+            panel.add(level, text)
+        if dropped:
+            panel.add(logging.WARNING, f"({dropped} log entries dropped here; the log file has them)")
+        warnings = [text for level, text in entries if level >= logging.WARNING]
+        if warnings and not panel.display:
+            more = f" (+{len(warnings) - 1} more, l shows the event log)" if len(warnings) > 1 else ""
+            self.notify(warnings[-1].split(": ", 1)[-1] + more, severity="warning", markup=False)
+
+    def _render_status(self) -> None:
+        self.status.view = "hosts" if self.hosts.display else "tunnels"
+        self.status.paused = self.paused
+        self.status.follow = self.table.follow
+        self._widgets["status"].update(status_text(self.model, self.status))
+
+    # --- full records -----------------------------------------------------------------
+
+    def record_for(self, row: TunnelRow) -> dict:
+        """The full record behind a row (re-read from the file or the spool)."""
+        if row.spooled:
+            assert self._spool is not None
+            record = self._spool.read(row.ref)
+        else:
+            record = self.feed.read_record(row.ref)
+        if safe(record.get("id")) != row.id:
+            raise ValueError("the record is no longer where it was read (the file changed)")
+        return record
+
+    def _show_detail(self, index: int) -> None:
+        row = self.model.rows[index]
+        try:
+            self.detail.show(self.record_for(row))
+        except (OSError, ValueError) as e:
+            self.detail.show_error(f"cannot show tunnel {row.id}: {e}")
+
+    # --- messages from the areas ------------------------------------------------------
+
+    @on(TunnelChosen)
+    def _tunnel_chosen(self, message: TunnelChosen) -> None:
+        self.detail.display = True
+        self._show_detail(message.index)
+
+    @on(TunnelHighlighted)
+    def _tunnel_highlighted(self, message: TunnelHighlighted) -> None:
+        if self.detail.display and message.index is not None:
+            self._show_detail(message.index)
+
+    @on(FollowChanged)
+    def _follow_changed(self) -> None:
+        self._render_status()
+
+    @on(HostChosen)
+    def _host_chosen(self, message: HostChosen) -> None:
+        self._set_view("tunnels")
+        self._refilter(host=message.target)
+        self.notify(f"tunnels of {message.target} (escape shows all)", markup=False, timeout=3)
+
+    @on(SearchChanged)
+    def _search_changed(self, message: SearchChanged) -> None:
+        self._refilter(search=message.text)
+        if message.done:
+            self._current_view().focus()
+            if not message.text:
+                self.search_bar.remove_class("-active")
+
+    # --- actions ----------------------------------------------------------------------
+
+    def _current_view(self) -> TunnelTable | HostsTable:
+        return self.hosts if self.hosts.display else self.table
+
+    def _refilter(self, **changes) -> None:
+        index = self.table.current_index
+        if self.model.set_filter(**changes):
+            self.table.keep_index(index)
+            if self.hosts.display:
+                self.hosts.reload()
+        self._render_status()
+
+    def _set_view(self, view: str) -> None:
+        hosts = view == "hosts"
+        self.hosts.display = hosts
+        self.table.display = not hosts
+        if hosts:
+            self.detail.display = False
+            self.hosts.reload()
+        self._current_view().focus()
+        self._render_status()
+
+    def action_toggle_flagged(self) -> None:
+        self._refilter(flagged_only=not self.model.flagged_only)
+
+    def action_search(self) -> None:
+        bar = self.search_bar
+        bar.add_class("-active")
+        bar.focus()
+
+    def action_toggle_hosts(self) -> None:
+        self._set_view("tunnels" if self.hosts.display else "hosts")
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if not self.paused:
+            self.flush()
+        self._render_status()
+
+    def action_clear(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            if self._spool is not None:
+                self._spool.reset()
+        self.model.clear()
+        self.detail.display = False
+        self.table.rows_changed(reset_cache=True)
+        self.table.set_follow(True)
+        self.hosts.reload()
+        self._render_status()
+        self.notify("cleared", timeout=2)
+
+    def action_toggle_log(self) -> None:
+        panel = self._widgets["eventlog"]
+        panel.display = not panel.display
+
+    def action_back(self) -> None:
+        bar = self.search_bar
+        if bar.has_focus or (bar.has_class("-active") and not self.detail.display):
+            bar.value = ""
+            bar.remove_class("-active")
+            self._refilter(search="")
+            self._current_view().focus()
+        elif self.detail.display:
+            self.detail.display = False
+            self._current_view().focus()
+        elif self.model.host is not None:
+            self._refilter(host=None)
+
+    def action_export(self) -> None:
+        rows = self.model.rows
+        chosen = [rows[i] for i in self.model.visible if rows[i].flagged]
+        if not chosen:
+            self.notify("nothing to export: no flagged tunnel matches the current filter",
+                        severity="warning", markup=False)
+            return
+        self._export(chosen)
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, rows: list[TunnelRow]) -> None:
+        now = dt.datetime.now().astimezone()
+        try:
+            path, count = export_flagged((self.record_for(r) for r in rows), self.export_dir, now)
+        except (OSError, ValueError) as e:
+            log.error("export failed: %s", e)
+            self.call_from_thread(self.notify, f"export failed: {safe(e)}", severity="error", markup=False)
+            return
+        self.last_export = (path, count)
+        log.info("exported %d flagged tunnels to %s", count, path)
+        self.call_from_thread(self.notify, f"exported {count} flagged tunnels to {path.name}",
+                              title="export", markup=False)
+
+    # --- command palette --------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Flagged only", "Show only tunnels with warnings or errors (f)",
+                            self.action_toggle_flagged)
+        yield SystemCommand("Search", "Filter by host, SNI, code or certificate subject (/)",
+                            self.action_search)
+        yield SystemCommand("Hosts view", "One row per CONNECT host:port (h)", self.action_toggle_hosts)
+        yield SystemCommand("Pause / resume", "Stop applying new tunnels; they wait (p)",
+                            self.action_toggle_pause)
+        yield SystemCommand("Clear", "Forget every tunnel shown so far (c)", self.action_clear)
+        yield SystemCommand("Export flagged", "Write the flagged tunnels matching the filter to JSON (e)",
+                            self.action_export)
+        yield SystemCommand("Event log", "Show or hide the event log (l)", self.action_toggle_log)

@@ -1,0 +1,223 @@
+"""One tunnel, explained: what the client asked for, what happened, why, what to fix.
+
+Pure: a record dict in, rich renderables out. Every string from the record passes
+`inspector.escape.safe` and becomes `rich.text.Text` (never markup), so a certificate
+subject of "[bold]x\\x1b]0;y" is shown exactly like that.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from inspector.escape import safe
+
+from ..model import chain_verdict, outcome_text, target_text
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "dim"}
+LABEL = "bold"
+MUTED = "dim"
+
+
+def _t(value: object, style: str = "") -> Text:
+    """Untrusted value -> inert Text."""
+    return Text(safe(value), style=style)
+
+
+def parse_time(value: object) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+
+def _date(value: object, now: dt.datetime, *, is_end: bool) -> Text:
+    when = parse_time(value)
+    if when is None:
+        return _t(value or "-", MUTED)
+    text = when.strftime("%Y-%m-%d")
+    if is_end and when < now:
+        return Text(f"{text} expired", style="bold red")
+    if not is_end and when > now:
+        return Text(f"{text} not yet", style="bold red")
+    if is_end and when - now < dt.timedelta(days=30):
+        return Text(text, style="yellow")
+    return Text(text)
+
+
+def section(title: str) -> Text:
+    return Text(f"\n{title}", style="bold underline")
+
+
+def render_detail(record: dict, now: dt.datetime | None = None) -> RenderableType:
+    """Everything the UI knows about one tunnel, findings first."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    parts: list[RenderableType] = [_identity(record), _target_and_sni(record)]
+    parts += _findings(record)
+    parts += _chain(record, now)
+    parts += _handshake(record)
+    return Group(*parts)
+
+
+def _identity(record: dict) -> Text:
+    text = Text()
+    text.append("tunnel ", MUTED)
+    text.append_text(_t(record.get("id")))
+    text.append("   started ", MUTED)
+    text.append_text(_t(record.get("started")))
+    text.append("   client ", MUTED)
+    text.append_text(_t(record.get("client")))
+    upstream = record.get("upstream")
+    text.append("   upstream ", MUTED)
+    if isinstance(upstream, dict):
+        text.append_text(_t(upstream.get("address")))
+    else:
+        text.append("never connected", "yellow")
+    return text
+
+
+def _codes(record: dict) -> set[str]:
+    return {f.get("code") for f in record.get("findings") or () if isinstance(f, dict)}
+
+
+def _target_and_sni(record: dict) -> Table:
+    """The CONNECT target and the SNI side by side: the comparison the tool exists for."""
+    connect = record.get("connect") or {}
+    sni = record.get("sni")
+    codes = _codes(record)
+    hello = record.get("client_hello")
+    if sni is None and hello is None:
+        sni_text = Text("(no ClientHello seen)", MUTED)
+    elif sni is None:
+        sni_text = Text("(none): the ClientHello had no server_name", "bold white on red")
+    elif codes & {"sni-mismatch", "sni-invalid"}:
+        sni_text = _t(sni, "bold black on yellow")
+    else:
+        sni_text = _t(sni, "bold")
+    table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, padding=(0, 2),
+                  header_style="bold", show_edge=False)
+    table.add_column(Text("CONNECT target (proxy request)"), ratio=1)
+    table.add_column(Text("SNI (TLS ClientHello)"), ratio=1)
+    table.add_row(Text(target_text(connect.get("host"), connect.get("port")), "bold"), sni_text)
+    if isinstance(hello, dict):
+        offered = ", ".join(safe(v) for v in hello.get("versions") or ()) or "-"
+        alpn = ", ".join(safe(v) for v in hello.get("alpn") or ()) or "-"
+        table.add_row(Text(""), Text(f"offers {offered}; ALPN {alpn}", MUTED))
+    return table
+
+
+def _findings(record: dict) -> list[RenderableType]:
+    findings = [f for f in record.get("findings") or () if isinstance(f, dict)]
+    out: list[RenderableType] = [section(f"Findings ({len(findings)})")]
+    if not findings:
+        out.append(Text("none: nothing wrong was seen on this tunnel", "green"))
+        return out
+    order = {"error": 0, "warning": 1, "info": 2}
+    for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
+        sev = f.get("severity") if f.get("severity") in SEVERITY_STYLE else "info"
+        line = Text()
+        line.append(f"{safe(sev).upper():8}", SEVERITY_STYLE[sev])
+        line.append_text(_t(f.get("code"), "bold"))
+        line.append("  ")
+        line.append_text(_t(f.get("message")))
+        out.append(line)
+        if f.get("hint"):
+            hint = Text("        fix: ", "cyan")
+            hint.append_text(_t(f.get("hint")))
+            out.append(hint)
+    return out
+
+
+def _handshake(record: dict) -> list[RenderableType]:
+    hs = record.get("handshake") or {}
+    line = Text()
+    outcome = hs.get("outcome")
+    line.append_text(Text(outcome_text(hs), "bold green" if outcome == "established" else "bold red"))
+    line.append("   version ", MUTED)
+    line.append_text(_t(hs.get("version") or "-"))
+    alert = hs.get("alert")
+    line.append("   alert ", MUTED)
+    if isinstance(alert, dict):
+        code = alert.get("code")
+        line.append_text(_t(
+            f"{safe(alert.get('from'))} sent {safe(alert.get('description'))}"
+            + (f" ({safe(code)})" if code is not None else ""), "red"))
+    else:
+        line.append("none")
+    if hs.get("ms") is not None:
+        line.append("   decided after ", MUTED)
+        line.append_text(_t(f"{hs.get('ms')} ms"))
+    out: list[RenderableType] = [section("Handshake"), line]
+    if hs.get("detail"):
+        out.append(_t(hs.get("detail")))
+    return out
+
+
+def _chain(record: dict, now: dt.datetime) -> list[RenderableType]:
+    chain = record.get("chain")
+    if not isinstance(chain, dict):
+        return [section("Certificate chain"),
+                Text("no chain verdict for this tunnel (not seen, not probed, or not analysed)", MUTED)]
+    verdict = chain_verdict(chain)
+    head = Text()
+    head.append(f"verdict {verdict}", {"trusted": "bold green", "untrusted": "bold red",
+                                       "partial": "bold yellow"}.get(verdict, MUTED))
+    head.append("   source ", MUTED)
+    head.append_text(_t(chain.get("source")))
+    out: list[RenderableType] = [section("Certificate chain (as served)"), head]
+
+    certs = [c for c in chain.get("certificates") or () if isinstance(c, dict)]
+    if certs:
+        table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+        for name, kw in (("#", {"width": 1}), ("subject", {"ratio": 1}), ("issuer", {"ratio": 1}),
+                         ("not before", {"no_wrap": True}), ("not after", {"no_wrap": True}),
+                         ("key", {"no_wrap": True}), ("signature", {"no_wrap": True}),
+                         ("SHA-256", {"no_wrap": True}), ("in path", {"no_wrap": True})):
+            table.add_column(Text(name), overflow="fold", **kw)
+        for i, c in enumerate(certs):
+            in_path = c.get("in_path")
+            table.add_row(
+                Text(str(i)),
+                _t(c.get("subject")),
+                _t(c.get("issuer")),
+                _date(c.get("not_before"), now, is_end=False),
+                _date(c.get("not_after"), now, is_end=True),
+                _t(c.get("key") or "-"),
+                _t(c.get("signature") or "-"),
+                _t(safe(c.get("sha256"))[:12] or "-", MUTED),
+                Text("✓", "green") if in_path is True else Text("-", MUTED),
+            )
+        out.append(table)
+    else:
+        out.append(Text("no certificates recorded", MUTED))
+
+    path = chain.get("path")
+    if isinstance(path, list) and path:
+        line = Text("validated path: ", MUTED)
+        line.append_text(_t(" → ".join(safe(p)[:12] for p in path)))
+        out.append(line)
+
+    profiles = chain.get("profiles")
+    if isinstance(profiles, dict) and profiles:
+        out.append(section("Trust profiles"))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style=LABEL)
+        grid.add_column()
+        grid.add_column()
+        for name, p in profiles.items():
+            if not isinstance(p, dict):
+                continue
+            ok = p.get("trusted") is True
+            verdict_text = Text("trusted" if ok else "untrusted", "green" if ok else "bold red")
+            if p.get("kind"):
+                verdict_text.append(f"  ({safe(p.get('kind'))})", MUTED)
+            grid.add_row(_t(name), verdict_text, _t(p.get("error") or ""))
+        out.append(grid)
+    return out

@@ -1,0 +1,5 @@
+"""The search bar."""
+
+from .search_bar import SearchBar
+
+__all__ = ["SearchBar"]

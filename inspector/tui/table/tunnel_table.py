@@ -1,0 +1,143 @@
+"""The live tunnel table: one line per tunnel, the newest at the bottom.
+
+Rows are coloured by their worst finding (error red, warning yellow); a missing or
+mismatched SNI is highlighted in the SNI cell itself, because that is the cell a
+reader compares with the CONNECT target next to it. Following keeps the cursor on
+the newest tunnel; moving up or scrolling up stops it, End resumes it.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Hashable
+
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+
+from ..messages import FollowChanged, TunnelChosen, TunnelHighlighted
+from ..model import ERROR, INFO, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
+from .virtual import Column, Part, VirtualTable
+
+_VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "-": "muted"}
+
+
+class TunnelTable(VirtualTable):
+    COLUMNS = (
+        Column("time", 8),
+        Column("client", 21),
+        Column("CONNECT host:port", weight=3, min_width=16),
+        Column("SNI", weight=3, min_width=12),
+        Column("outcome", 30),
+        Column("verdict", 9),
+        Column("findings", weight=3, min_width=12),
+    )
+    BINDINGS = [Binding("enter", "choose", "Detail")]
+    COMPONENT_CLASSES = {"tunnels--sni-none", "tunnels--sni-mismatch"}
+    DEFAULT_CSS = """
+    TunnelTable {
+        & > .tunnels--sni-none { background: $error; color: $text; text-style: bold; }
+        & > .tunnels--sni-mismatch { background: $warning; color: $background; text-style: bold; }
+    }
+    """
+    EMPTY_TEXT = "no tunnels yet: point a client's HTTPS proxy at the address above"
+
+    def __init__(self, model: TunnelModel, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = model
+        self.follow = True
+
+    # --- rows -------------------------------------------------------------------------
+
+    def row_count(self) -> int:
+        return len(self.model.visible)
+
+    def row_key(self, pos: int) -> Hashable:
+        return self.model.generation, self.model.visible[pos]
+
+    def row_parts(self, pos: int) -> tuple[list[list[Part]], Style | None]:
+        row = self.model.rows[self.model.visible[pos]]
+        muted = self.style("muted")
+        if row.sni_state == SNI_NONE:
+            sni_style = self._tunnel_style("sni-none")
+        elif row.sni_state == SNI_MISMATCH:
+            sni_style = self._tunnel_style("sni-mismatch")
+        elif row.sni_state == SNI_NOT_SEEN:
+            sni_style = muted
+        else:
+            sni_style = None
+        codes: list[Part] = []
+        for i, (code, rank) in enumerate(row.codes):
+            if i:
+                codes.append((" ", None))
+            codes.append((code, muted if rank <= INFO else None))
+        cells = [
+            [(row.time, muted)],
+            [(row.client, muted)],
+            [(row.target, None)],
+            [(row.sni, sni_style)],
+            [(row.outcome, None)],
+            [(row.verdict, self.style(_VERDICT_STYLE.get(row.verdict, "muted")))],
+            codes,
+        ]
+        row_style = {ERROR: "error", WARNING: "warning"}.get(row.severity)
+        return cells, self.style(row_style) if row_style else None
+
+    def _tunnel_style(self, name: str) -> Style:
+        key = f"tunnels--{name}"
+        style = self._styles.get(key)
+        if style is None:
+            style = self._styles[key] = self.get_component_rich_style(key, partial=True)
+        return style
+
+    # --- follow -----------------------------------------------------------------------
+
+    def rows_added(self) -> None:
+        """New rows were appended to the model: keep following, or stay put."""
+        self.rows_changed()
+        if self.follow and self.row_count():
+            self.move_cursor(self.row_count() - 1, by_user=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def set_follow(self, follow: bool) -> None:
+        if follow != self.follow:
+            self.follow = follow
+            self.post_message(FollowChanged(follow))
+        if follow and self.row_count():
+            self.move_cursor(self.row_count() - 1, by_user=False)
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def cursor_moved(self, by_user: bool) -> None:
+        if by_user:
+            at_end = self.cursor >= self.row_count() - 1
+            if at_end != self.follow:
+                self.follow = at_end
+                self.post_message(FollowChanged(at_end))
+        self.post_message(TunnelHighlighted(self.current_index))
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if self.follow:
+            self.follow = False
+            self.post_message(FollowChanged(False))
+
+    @property
+    def current_index(self) -> int | None:
+        """The model index of the row under the cursor."""
+        visible = self.model.visible
+        return visible[self.cursor] if 0 <= self.cursor < len(visible) else None
+
+    def keep_index(self, index: int | None) -> None:
+        """After the filter changed: put the cursor back on model row `index`."""
+        self.rows_changed(reset_cache=True)
+        if self.follow or index is None:
+            self.set_follow(True)
+            return
+        pos = self.model.position_of(index)
+        if pos is None:  # filtered out: the nearest row before it
+            pos = max(0, bisect_left(self.model.visible, index) - 1)
+        self.move_cursor(pos, by_user=False)
+
+    def action_choose(self) -> None:
+        index = self.current_index
+        if index is not None:
+            self.post_message(TunnelChosen(index))

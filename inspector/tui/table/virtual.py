@@ -1,0 +1,271 @@
+"""A table that draws only the rows on screen, from a model it does not own.
+
+Textual's DataTable measures and stores every cell (13 s and 300 MB at 100k rows,
+facts/textual.md); this is a `ScrollView` with `render_line`, in the manner of
+Toolong's log view: the subclass says how many rows there are and what the cells of
+row N are, and rendered lines are cached until the row, the cursor or the width
+changes. Cells are plain text with a rich Style: nothing is ever parsed as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+GAP = 2  # spaces between columns
+PAD = 1  # space before the first column
+
+# A cell: one (text, style) part, or several (the codes column colours each code).
+Part = tuple[str, Style | None]
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str
+    width: int = 0  # fixed width; 0 = share the free space by `weight`
+    weight: int = 1
+    min_width: int = 6
+    right: bool = False
+
+
+def layout(columns: tuple[Column, ...], total: int) -> list[int]:
+    """Column widths for a total width: fixed columns first, the rest by weight."""
+    fixed = sum(c.width for c in columns) + GAP * (len(columns) - 1) + PAD
+    flex = [c for c in columns if not c.width]
+    free = max(0, total - fixed)
+    weights = sum(c.weight for c in flex) or 1
+    shares = [max(c.min_width, free * c.weight // weights) for c in flex]
+    if flex:  # the last flexible column takes what rounding left over
+        shares[-1] = max(flex[-1].min_width, free - sum(shares[:-1]))
+    it = iter(shares)
+    return [c.width or next(it) for c in columns]
+
+
+def fit(parts: list[Part], width: int, right: bool = False) -> list[Segment]:
+    """Exactly `width` cells: parts cut with an ellipsis if too long, padded if short."""
+    out: list[Segment] = []
+    used = 0
+    for text, style in parts:
+        n = cell_len(text)
+        if used + n > width:
+            room = width - used
+            if room > 1:
+                out.append(Segment(set_cell_size(text, room - 1) + "…", style))
+            elif room == 1:
+                out.append(Segment("…", style))
+            return out
+        out.append(Segment(text, style))
+        used += n
+    if used < width:
+        pad = Segment(" " * (width - used))
+        out.insert(0, pad) if right else out.append(pad)
+    return out
+
+
+class VirtualTable(ScrollView, can_focus=True):
+    """Subclasses implement `row_count`, `row_key` and `row_parts`."""
+
+    COLUMNS: tuple[Column, ...] = ()
+    BINDINGS = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "first", "First", show=False),
+        Binding("end,G", "last", "Last", show=False),
+    ]
+    COMPONENT_CLASSES = {
+        "vtable--header",
+        "vtable--cursor",
+        "vtable--cursor-blurred",
+        "vtable--error",
+        "vtable--warning",
+        "vtable--muted",
+        "vtable--good",
+        "vtable--bad",
+        "vtable--alarm",
+        "vtable--empty",
+    }
+    DEFAULT_CSS = """
+    VirtualTable {
+        overflow-x: hidden;
+        overflow-y: scroll;
+        background: $surface;
+        & > .vtable--header { background: $panel; color: $text; text-style: bold; }
+        & > .vtable--cursor { background: $block-cursor-background; text-style: bold; }
+        & > .vtable--cursor-blurred { background: $block-cursor-blurred-background; }
+        & > .vtable--error { color: $text-error; }
+        & > .vtable--warning { color: $text-warning; }
+        & > .vtable--muted { color: $text-muted; }
+        & > .vtable--good { color: $text-success; }
+        & > .vtable--bad { color: $text-error; text-style: bold; }
+        & > .vtable--alarm { background: $error; color: $text; text-style: bold; }
+        & > .vtable--empty { color: $text-muted; text-style: italic; }
+    }
+    """
+
+    EMPTY_TEXT = "nothing to show"
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.cursor = 0
+        self._lines: LRUCache[Hashable, Strip] = LRUCache(1024)
+        self._styles: dict[str, Style] = {}
+        self._widths: tuple[int, list[int]] = (-1, [])
+
+    # --- what subclasses provide ------------------------------------------------------
+
+    def row_count(self) -> int:
+        raise NotImplementedError
+
+    def row_key(self, pos: int) -> Hashable:
+        """Changes whenever what row `pos` shows changes."""
+        raise NotImplementedError
+
+    def row_parts(self, pos: int) -> tuple[list[list[Part]], Style | None]:
+        """The parts of each cell of row `pos`, and the style of the row."""
+        raise NotImplementedError
+
+    def cursor_moved(self, by_user: bool) -> None:
+        """Called after the cursor moved."""
+
+    # --- styles -----------------------------------------------------------------------
+
+    def style(self, name: str) -> Style:
+        """A component style (partial: only what the CSS sets), cached per theme."""
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(f"vtable--{name}", partial=True)
+        return style
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+        self._lines.clear()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.rows_changed()
+
+    def on_focus(self, event: events.Focus) -> None:
+        self.refresh()
+
+    def on_blur(self, event: events.Blur) -> None:
+        self.refresh()
+
+    # --- rows changed -----------------------------------------------------------------
+
+    def rows_changed(self, *, reset_cache: bool = False) -> None:
+        """The model changed: resize the virtual area, keep the cursor in range, redraw."""
+        if reset_cache:
+            self._lines.clear()
+        count = self.row_count()
+        self.virtual_size = Size(self.scrollable_content_region.width, count + 1)
+        if self.cursor >= count:
+            self.cursor = max(0, count - 1)
+        self.refresh()
+
+    @property
+    def body_height(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def move_cursor(self, pos: int, *, by_user: bool = True) -> None:
+        count = self.row_count()
+        pos = max(0, min(pos, count - 1)) if count else 0
+        old = self.cursor
+        self.cursor = pos
+        self.scroll_to_cursor()
+        if pos != old:
+            self.refresh()
+        self.cursor_moved(by_user)
+
+    def scroll_to_cursor(self) -> None:
+        top = round(self.scroll_y)
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, force=True)
+        elif self.cursor >= top + self.body_height:
+            self.scroll_to(y=self.cursor - self.body_height + 1, animate=False, force=True)
+
+    # --- actions ----------------------------------------------------------------------
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self.cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self.cursor + direction * self.body_height)
+
+    def action_first(self) -> None:
+        self.move_cursor(0)
+
+    def action_last(self) -> None:
+        self.move_cursor(self.row_count() - 1)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y == 0:
+            return
+        pos = round(self.scroll_y) + offset.y - 1
+        if pos < self.row_count():
+            self.move_cursor(pos)
+
+    # --- drawing ----------------------------------------------------------------------
+
+    def _column_widths(self, width: int) -> list[int]:
+        if self._widths[0] != width:
+            self._widths = (width, layout(self.COLUMNS, width))
+        return self._widths[1]
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        widths = self._column_widths(width)
+        if y == 0:
+            return self._header(widths, width)
+        pos = round(self.scroll_y) + y - 1
+        count = self.row_count()
+        if pos >= count:
+            if count == 0 and y == 1:
+                empty = fit([(self.EMPTY_TEXT, self.style("empty"))], width - PAD)
+                return Strip([Segment(" " * PAD), *empty]).apply_style(self.rich_style)
+            return Strip.blank(width, self.rich_style)
+        state = 0 if pos != self.cursor else (1 if self.has_focus else 2)
+        key = (self.row_key(pos), state, width)
+        strip = self._lines.get(key)
+        if strip is None:
+            strip = self._lines[key] = self._row(pos, state, widths, width)
+        return strip
+
+    def _header(self, widths: list[int], width: int) -> Strip:
+        style = self.style("header")
+        segments = [Segment(" " * PAD, style)]
+        for i, (column, w) in enumerate(zip(self.COLUMNS, widths)):
+            if i:
+                segments.append(Segment(" " * GAP, style))
+            segments += fit([(column.title, style)], w, column.right)
+        return Strip(segments).adjust_cell_length(width, style).apply_style(self.rich_style + style)
+
+    def _row(self, pos: int, state: int, widths: list[int], width: int) -> Strip:
+        cells, row_style = self.row_parts(pos)
+        segments = [Segment(" " * PAD)]
+        for i, (column, parts, w) in enumerate(zip(self.COLUMNS, cells, widths)):
+            if i:
+                segments.append(Segment(" " * GAP))
+            segments += fit(parts, w, column.right)
+        strip = Strip(segments).adjust_cell_length(width)
+        if row_style is not None:
+            # The row's colour under each cell's own style: a cell may override it.
+            strip = Strip(
+                [Segment(t, row_style + s if s else row_style, c) for t, s, c in strip],
+                strip.cell_length,
+            )
+        if state:
+            strip = strip.apply_style(self.style("cursor" if state == 1 else "cursor-blurred"))
+        return strip.apply_style(self.rich_style)

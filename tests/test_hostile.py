@@ -1,0 +1,198 @@
+"""Hostile and broken input through the real proxy: each case ends in a record with a
+clear finding, and the proxy keeps answering."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+
+import pytest
+
+from .conftest import HOST, connect_tunnel
+
+
+def _client_hello(sni: str = HOST) -> bytes:
+    """A real ClientHello from OpenSSL, as the bytes it would put on the wire."""
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    ctx = ssl.create_default_context()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return out.read()
+
+
+def _send_and_close(proxy_port: int, target_port: int, data: bytes, chunk: int | None = None,
+                    wait: float = 0.3) -> None:
+    with connect_tunnel(proxy_port, HOST, target_port) as s:
+        if chunk:
+            for i in range(0, len(data), chunk):
+                s.sendall(data[i:i + chunk])
+        else:
+            s.sendall(data)
+        s.settimeout(wait)
+        try:
+            s.recv(4096)
+        except (TimeoutError, ConnectionError):
+            pass
+
+
+def _alive(proxy, strict_server, pki) -> None:
+    """The proxy still relays a normal tunnel after the abuse."""
+    ctx = ssl.create_default_context(cafile=pki["root_pem"])
+    with ctx.wrap_socket(connect_tunnel(proxy.port, HOST, strict_server.port), server_hostname=HOST):
+        pass
+
+
+@pytest.fixture
+def proxy(start_proxy, strict_server):
+    port = strict_server.port
+    return start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}",
+                       "--handshake-timeout", "2", "--no-probe")
+
+
+def _last(proxy, n):
+    recs = proxy.records(n, timeout=10)
+    assert len(recs) >= n, recs
+    return recs[n - 1]
+
+
+def codes(rec):
+    return [f["code"] for f in rec["findings"]]
+
+
+def test_truncated_client_hello_then_close(proxy, strict_server, pki):
+    hello = _client_hello()
+    _send_and_close(proxy.port, strict_server.port, hello[: len(hello) // 2])
+    rec = _last(proxy, 1)
+    assert rec["handshake"]["outcome"] in ("closed", "timeout")
+    assert "handshake-aborted" in codes(rec)
+    _alive(proxy, strict_server, pki)
+    assert len(proxy.records(2)) == 2
+
+
+def test_malformed_client_hello(proxy, strict_server, pki):
+    body = b"\x03\x03" + b"\x00" * 32 + b"\xff"  # session-id length runs past the end
+    msg = b"\x01" + len(body).to_bytes(3, "big") + body
+    _send_and_close(proxy.port, strict_server.port, b"\x16\x03\x01" + len(msg).to_bytes(2, "big") + msg)
+    rec = _last(proxy, 1)
+    assert rec["handshake"]["outcome"] == "not-tls"
+    assert rec["handshake"]["detail"].startswith("malformed ClientHello")
+    assert codes(rec) == ["not-tls"]
+    _alive(proxy, strict_server, pki)
+
+
+def test_oversized_record_header(proxy, strict_server, pki):
+    _send_and_close(proxy.port, strict_server.port, b"\x16\x03\x01\xff\xff" + b"\x00" * 100)
+    rec = _last(proxy, 1)
+    assert rec["handshake"]["outcome"] == "not-tls"
+    assert "exceeds" in rec["handshake"]["detail"]
+    _alive(proxy, strict_server, pki)
+
+
+def test_client_hello_in_one_byte_writes(proxy, strict_server, pki):
+    """Split to single bytes, the hello still parses; the server sees it whole."""
+    hello = _client_hello()
+    _send_and_close(proxy.port, strict_server.port, hello, chunk=1, wait=1.0)
+    rec = _last(proxy, 1)
+    assert rec["sni"] == HOST
+    assert rec["client_hello"]["sni_present"] is True
+    _alive(proxy, strict_server, pki)
+
+
+def test_garbage_right_after_connect(proxy, strict_server, pki):
+    _send_and_close(proxy.port, strict_server.port, b"\x00\xff\x1b[31mgarbage\r\n")
+    rec = _last(proxy, 1)
+    assert rec["handshake"]["outcome"] == "not-tls"
+    assert "\x1b" not in rec["handshake"]["detail"]  # shown as \\x1b, never raw
+    _alive(proxy, strict_server, pki)
+
+
+def test_sni_with_control_characters_and_markup(proxy, strict_server, pki):
+    """Python's ssl refuses such a name, so the hello is built by hand around it."""
+    evil = b"[bold]x\x1b]0;pwned\x07.lab.test"
+    hello = _hand_hello(evil)
+    _send_and_close(proxy.port, strict_server.port, hello, wait=1.0)
+    rec = _last(proxy, 1)
+    assert rec["sni"] == evil.decode()
+    assert "sni-invalid" in codes(rec)
+    _alive(proxy, strict_server, pki)
+    code, out, _ = proxy.stop()
+    line = next(x for x in out.splitlines() if "sni-invalid" in x)
+    assert "\x1b" not in line and "\x07" not in line and "\\x1b" in line
+
+
+@pytest.mark.parametrize("line,host,port", [
+    (b"CONNECT a.example:99999 HTTP/1.1", "a.example", 0),
+    (b"CONNECT [bad HTTP/1.1", "[bad", 0),
+    (b"CONNECT a.example HTTP/1.1", "a.example", 0),
+])
+def test_bad_connect_line(proxy, strict_server, pki, line, host, port):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(line + b"\r\nHost: x\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400")
+    rec = _last(proxy, 1)
+    assert rec["connect"] == {"host": host, "port": port}
+    assert rec["handshake"]["outcome"] == "connect-failed"
+    assert codes(rec) == ["bad-connect"]
+    _alive(proxy, strict_server, pki)
+
+
+def test_tls_to_the_proxy_itself(proxy, strict_server, pki):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as s:
+        s.sendall(_client_hello())
+        s.settimeout(3)
+        try:
+            s.recv(100)
+        except (TimeoutError, ConnectionError):
+            pass
+    rec = _last(proxy, 1)
+    assert codes(rec) == ["bad-connect"]
+    assert "started TLS with the proxy" in rec["handshake"]["detail"]
+    _alive(proxy, strict_server, pki)
+
+
+def test_server_stalls_mid_handshake(proxy, start_proxy):
+    stall = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    try:
+        with connect_tunnel(proxy.port, "127.0.0.1", stall.getsockname()[1]) as s:
+            s.sendall(_client_hello())
+            rec = _last(proxy, 1)  # the 2 s handshake timeout decides
+        assert rec["handshake"]["outcome"] == "timeout"
+        assert rec["handshake"]["detail"] == "no ServerHello within 2 s"
+        assert "handshake-aborted" in codes(rec)
+    finally:
+        stall.close()
+
+
+def test_client_disconnects_mid_handshake(proxy, strict_server, pki):
+    hello = _client_hello()
+    with connect_tunnel(proxy.port, HOST, strict_server.port) as s:
+        s.sendall(hello)
+        time.sleep(0.2)  # the server's flight is on its way; the client walks away
+    rec = _last(proxy, 1)
+    assert rec["sni"] == HOST
+    assert rec["handshake"]["outcome"] in ("closed", "established", "client-alert")
+    _alive(proxy, strict_server, pki)
+
+
+def test_many_abusive_clients_leave_every_record(proxy, strict_server, pki):
+    hello = _client_hello()
+    cases = [hello[:10], b"\x16\x03\x01\xff\xff", b"GET / HTTP/1.0\r\n\r\n", b"", hello]
+    for i in range(40):
+        _send_and_close(proxy.port, strict_server.port, cases[i % len(cases)], wait=0.05)
+    recs = proxy.records(40, timeout=20)
+    assert len(recs) == 40
+    assert len({r["id"] for r in recs}) == 40
+    _alive(proxy, strict_server, pki)
+
+
+def _hand_hello(sni: bytes) -> bytes:
+    entry = b"\x00" + len(sni).to_bytes(2, "big") + sni
+    data = len(entry).to_bytes(2, "big") + entry
+    exts = b"\x00\x00" + len(data).to_bytes(2, "big") + data
+    exts += b"\x00\x2b\x00\x03\x02\x03\x04"
+    body = (b"\x03\x03" + b"\x11" * 32 + b"\x00" + b"\x00\x02\x13\x01" + b"\x01\x00"
+            + len(exts).to_bytes(2, "big") + exts)
+    msg = b"\x01" + len(body).to_bytes(3, "big") + body
+    return b"\x16\x03\x01" + len(msg).to_bytes(2, "big") + msg

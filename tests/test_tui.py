@@ -1,0 +1,636 @@
+"""The Textual UI driven like a user would, on records made by the real proxy.
+
+The records come from one run of the real headless proxy against the lab's TLS
+server (a good tunnel, no SNI, a mismatched SNI, a client that rejects the chain,
+an unreachable upstream); one of them gets a broken chain attached for the detail
+pane, since chain verdicts are not what these tests are about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import io
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from inspector.tui import FileFeed, InspectorApp
+from inspector.tui.detail import render_detail
+from inspector.tui.model import SNI_MISMATCH, SNI_NONE
+
+from .conftest import HOST, ProxyProcess, connect_tunnel, tls_through_proxy
+
+SIZE = (160, 45)
+DEAD = "dead.lab.test"
+EVIL_SUBJECT = "CN=[bold red]evil[/]\x1b]0;pwned\x07"
+EVIL_SNI = "[link=https://evil.test]x.lab.test[/link]"
+
+
+# --- helpers ------------------------------------------------------------------------
+
+
+def screen_text(app: InspectorApp) -> str:
+    """What the terminal would show, as plain text (as export_screenshot renders it)."""
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True,
+                      color_system="truecolor", record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def loaded(pilot, app: InspectorApp, count: int | None = None) -> None:
+    """The file is read and every record it had is on screen."""
+    await wait_for(pilot, lambda: app.feed.loaded.is_set() and not app._pending
+                   and (count is None or len(app.model.rows) >= count), what="the file to load")
+    await pilot.pause(0.2)
+
+
+def table_lines(app: InspectorApp) -> list[str]:
+    return [line for line in screen_text(app).splitlines()]
+
+
+def rows_shown(app: InspectorApp) -> list[str]:
+    return [app.model.rows[i].id for i in app.model.visible]
+
+
+def codes(record: dict) -> set[str]:
+    return {f["code"] for f in record["findings"]}
+
+
+class ListFeed:
+    """A feed the test pushes records into, as the proxy would."""
+
+    def __init__(self, stats: dict | None = None) -> None:
+        self.on_record = None
+        self.stopped = False
+        self._stats = stats or {}
+
+    async def start(self, on_record) -> str:
+        self.on_record = on_record
+        return "listening on 127.0.0.1:18080"
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def stats(self) -> dict:
+        return self._stats
+
+    def push(self, *records: dict) -> None:
+        for r in records:
+            self.on_record(copy.deepcopy(r))
+
+
+def app_for(path: Path, tmp_path: Path, **kw) -> InspectorApp:
+    return InspectorApp(FileFeed(path, **kw), export_dir=tmp_path, log_path=tmp_path / "ui.log")
+
+
+def write_jsonl(path: Path, records: list[dict], tail: str = "") -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+    return path
+
+
+# --- real records, made once ----------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def real(tmp_path_factory, pki, strict_server) -> dict[str, dict]:
+    """One record per case, from the real headless proxy and real TLS clients."""
+    d = tmp_path_factory.mktemp("real")
+    port = strict_server.port
+    proxy = ProxyProcess(
+        ["--connect-to", f"{HOST}:{port}:127.0.0.1:{port}",
+         "--connect-to", f"{DEAD}:443:127.0.0.1:{_closed_port()}",
+         "--handshake-timeout", "3", "--no-probe"],  # chains are attached below, by hand
+        d / "records.jsonl",
+    )
+    try:
+        cases = [
+            ("ok", pki["root_pem"], HOST),
+            ("no-sni", pki["root_pem"], None),
+            ("mismatch", pki["root_pem"], "other.lab.test"),
+            ("rejected", None, HOST),  # the system store does not trust the lab root
+        ]
+        for done, (_name, cafile, sni) in enumerate(cases, 1):
+            try:
+                with tls_through_proxy(proxy.port, HOST, port, cafile=cafile, sni=sni):
+                    pass
+            except OSError:
+                pass  # the failures are the point
+            proxy.records(done)  # one at a time: records keep the order of the cases
+        with pytest.raises(ConnectionError):
+            connect_tunnel(proxy.port, DEAD, 443)
+        records = proxy.records(5)
+    finally:
+        proxy.stop()
+    assert len(records) == 5, records
+    by_name = dict(zip(["ok", "no-sni", "mismatch", "rejected", "unreachable"], records))
+    # The records are the proxy's, in the order the clients ran: check they are what
+    # the names say, so a test failing later is not a fixture surprise.
+    assert by_name["ok"]["handshake"]["outcome"] == "established"
+    assert by_name["no-sni"]["sni"] is None and "sni-missing" in codes(by_name["no-sni"])
+    assert "sni-mismatch" in codes(by_name["mismatch"])
+    assert by_name["rejected"]["handshake"]["outcome"] == "client-alert"
+    assert by_name["unreachable"]["handshake"]["outcome"] == "connect-failed"
+    return by_name
+
+
+def broken_chain(record: dict) -> dict:
+    """`record` with an expired, untrusted chain attached, as the chain judge would."""
+    r = copy.deepcopy(record)
+    r["id"] = "broken-chain-" + r["id"]
+    r["chain"] = {
+        "source": "probe",
+        "certificates": [
+            {"subject": f"CN={HOST}", "issuer": "CN=Lab Old CA",
+             "not_before": "2020-01-01T00:00:00Z", "not_after": "2021-01-01T00:00:00Z",
+             "sha256": "ab" * 32, "key": "EC P-256", "signature": "ecdsa-with-SHA256", "in_path": True},
+            {"subject": "CN=Lab Old CA", "issuer": "CN=Unknown Root",
+             "not_before": "2020-01-01T00:00:00Z", "not_after": "2099-01-01T00:00:00Z",
+             "sha256": "cd" * 32, "key": "RSA 2048", "signature": "sha256WithRSAEncryption",
+             "in_path": False},
+        ],
+        "profiles": {"mozilla": {"trusted": False, "error": "certificate has expired", "kind": "trust"},
+                     "old-android": {"trusted": False, "error": "unknown issuer", "kind": "client"}},
+        "path": [],
+    }
+    r["findings"] = r["findings"] + [
+        {"code": "expired", "severity": "error", "message": f"the certificate for {HOST} expired on 2021-01-01",
+         "hint": "Renew the leaf certificate on the server and reload it."},
+        {"code": "untrusted", "severity": "error", "message": "no trusted root: the chain ends at CN=Unknown Root",
+         "hint": "Serve the intermediate that chains to a public root."},
+    ]
+    r["flagged"] = True
+    return r
+
+
+@pytest.fixture
+def records(real) -> list[dict]:
+    return [real["ok"], real["no-sni"], real["mismatch"], real["rejected"], real["unreachable"],
+            broken_chain(real["ok"])]
+
+
+@pytest.fixture
+def jsonl(tmp_path, records) -> Path:
+    return write_jsonl(tmp_path / "records.jsonl", records)
+
+
+# --- the table ------------------------------------------------------------------------
+
+
+def test_table_shows_every_tunnel_with_sni_and_outcome(jsonl, records, real, tmp_path):
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            text = screen_text(app)
+            assert f"{len(records)} tunnels" in text
+            flagged = sum(r["flagged"] for r in records)
+            assert f"{flagged} flagged" in text
+            assert "sni-missing 1" in text and "sni-mismatch 1" in text
+            lines = text.splitlines()
+            port = real["ok"]["connect"]["port"]
+            mismatch = next(line for line in lines if "other.lab.test" in line)
+            assert f"{HOST}:{port}" in mismatch and "sni-mismatch" in mismatch
+            none = next(line for line in lines if "(none)" in line)
+            assert "sni-missing" in none and "server alert unrecognized_name" in none
+            assert any(f"{DEAD}:443" in line and "(not seen)" in line and "connect-failed" in line
+                       for line in lines)
+            assert any("client alert" in line and "client-rejected-certificate" in line for line in lines)
+            assert any("untrusted" in line and "expired" in line for line in lines)
+            # follow mode: the cursor sits on the newest tunnel
+            assert app.table.follow and app.table.current_index == len(records) - 1
+
+    asyncio.run(run())
+
+
+def _segments(app: InspectorApp, model_index: int):
+    pos = app.model.position_of(model_index)
+    y = pos - round(app.table.scroll_y) + 1
+    return list(app.table.render_line(y))
+
+
+def test_missing_and_mismatched_sni_are_highlighted_in_the_sni_cell(jsonl, records, tmp_path):
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            ok_segments = _segments(app, 0)
+            base_bg = {s.style.bgcolor for s in ok_segments if s.style}
+            for index, text, state in ((1, "(none)", SNI_NONE), (2, "other.lab.test", SNI_MISMATCH)):
+                assert app.model.rows[index].sni_state == state
+                cell = next(s for s in _segments(app, index) if s.text.strip() == text)
+                assert cell.style.bgcolor is not None and cell.style.bgcolor not in base_bg, cell
+                others = [s for s in _segments(app, index) if s.text.strip() and s.text.strip() != text]
+                assert all(s.style.bgcolor in base_bg for s in others)
+            # rows are coloured by their worst severity: errors share one colour, clean rows another
+            error_fg = {s.style.color for s in _segments(app, 1) if "server alert" in s.text}
+            clean_fg = {s.style.color for s in ok_segments if "established" in s.text}
+            assert error_fg and error_fg.isdisjoint(clean_fg)
+
+    asyncio.run(run())
+
+
+def test_f_shows_flagged_only_and_back(jsonl, records, tmp_path):
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            assert not records[0]["flagged"]  # the good tunnel
+            await pilot.press("f")
+            flagged = [r["id"] for r in records if r["flagged"]]
+            assert rows_shown(app) == flagged
+            text = screen_text(app)
+            assert "filter: flagged only" in text and f"({len(flagged)} shown)" in text
+            ok_target = f"{HOST}:{records[0]['connect']['port']}"
+            assert not [ln for ln in text.splitlines()
+                        if ok_target in ln and "established" in ln and "untrusted" not in ln]
+            await pilot.press("f")
+            assert len(rows_shown(app)) == len(records)
+
+    asyncio.run(run())
+
+
+def test_slash_searches_host_sni_code_and_subject_case_insensitively(jsonl, records, tmp_path):
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            for query, expected in (
+                ("OTHER.LAB", [records[2]["id"]]),  # SNI
+                (DEAD.upper(), [records[4]["id"]]),  # CONNECT host
+                ("sni-missing", [records[1]["id"]]),  # finding code
+                ("LAB OLD CA", [records[5]["id"]]),  # certificate subject
+            ):
+                await pilot.press("slash")
+                assert app.focused is app.search_bar
+                app.search_bar.value = ""
+                await pilot.press(*query)
+                await pilot.pause(0.3)  # the debounce
+                assert rows_shown(app) == expected, query
+                await pilot.press("enter")  # keeps the search, back to the table
+                assert app.focused is app.table
+                assert f"search “{query.lower()}”" in screen_text(app)
+            await pilot.press("slash", "escape")
+            assert len(rows_shown(app)) == len(records)
+            assert "search" not in screen_text(app).splitlines()[0]
+
+    asyncio.run(run())
+
+
+def test_scrolling_up_stops_following_and_end_resumes(tmp_path, real):
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: feed.on_record is not None)
+            for i in range(100):
+                feed.push({**real["ok"], "id": f"t{i}"})
+            await wait_for(pilot, lambda: len(app.model.rows) == 100)
+            await pilot.pause(0.2)
+            assert app.table.follow and app.table.current_index == 99
+            await pilot.press("up")
+            assert not app.table.follow and app.table.current_index == 98
+            assert "not following" in screen_text(app)
+            feed.push({**real["ok"], "id": "t100"})
+            await wait_for(pilot, lambda: len(app.model.rows) == 101)
+            assert app.table.current_index == 98  # stayed put
+            await pilot.press("end")
+            assert app.table.follow and app.table.current_index == 100
+            feed.push({**real["ok"], "id": "t101"})
+            await wait_for(pilot, lambda: app.table.current_index == 101)
+
+    asyncio.run(run())
+
+
+# --- detail ---------------------------------------------------------------------------
+
+
+def test_enter_explains_a_broken_chain(jsonl, records, tmp_path):
+    broken = records[5]
+
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=(160, 60)) as pilot:
+            await loaded(pilot, app, len(records))
+            assert app.table.current_index == 5
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert app.detail.display and app.detail.record_id == broken["id"]
+            text = screen_text(app)
+            detail = text[text.index("CONNECT target (proxy request)"):]
+            head = detail.splitlines()[2]
+            # CONNECT target and SNI side by side, on one line
+            assert f"{HOST}:{broken['connect']['port']}" in head and HOST in head.split(":", 1)[1]
+            for f in broken["findings"]:
+                assert f["message"] in detail and f["hint"] in detail
+            assert "verdict untrusted" in detail and "source probe" in detail
+            assert "CN=Lab Old CA" in detail and "CN=Unknown Root" in detail
+            assert "2021-01-01 expired" in detail  # the expired leaf
+            assert "2099-01-01" in detail and "2099-01-01 expired" not in detail
+            assert "EC P-256" in detail and "ecdsa-with-SHA256" in detail and "ab" * 6 in detail
+            assert "mozilla" in detail and "certificate has expired" in detail
+            assert "old-android" in detail and "unknown issuer" in detail
+            assert "established" in detail and broken["handshake"]["version"] in detail
+            # the expired date is drawn in red
+            console = Console(width=150, file=io.StringIO())
+            rendered = console.render_lines(render_detail(broken), console.options)
+            dates = {seg.text.strip(): seg.style for line in rendered for seg in line if "-01-01" in seg.text}
+            assert dates["2021-01-01 expired"].color.name == "red"
+            assert dates["2099-01-01"] is None or dates["2099-01-01"].color is None
+            # moving the cursor updates the pane; escape closes it
+            await pilot.press("up")
+            await pilot.pause(0.1)
+            assert app.detail.record_id == records[4]["id"]
+            assert "could not connect upstream" in screen_text(app)
+            await pilot.press("escape")
+            assert not app.detail.display
+
+    asyncio.run(run())
+
+
+def test_untrusted_strings_render_literally(tmp_path, real):
+    evil = broken_chain(real["ok"])
+    evil["sni"] = EVIL_SNI
+    evil["chain"]["certificates"][0]["subject"] = EVIL_SUBJECT
+    evil["connect"]["host"] = "[red]h\x1b[2Jost"
+    evil["findings"].append({"code": "sni-mismatch", "severity": "error",
+                             "message": "SNI [b]x[/b] vs \x1b[31mhost", "hint": "[/]"})
+    path = write_jsonl(tmp_path / "evil.jsonl", [evil])
+
+    async def run():
+        app = app_for(path, tmp_path)
+        async with app.run_test(size=(160, 60)) as pilot:
+            await loaded(pilot, app, 1)
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            text = screen_text(app)
+            assert "\x1b" not in text and "\x07" not in text
+            assert "[link=https://evil.test]x.lab.test[/link]" in text  # SNI, in the detail
+            assert "[link=https://evil.test]…" in text.splitlines()[3]  # and in the table, cut
+            assert "CN=[bold" in text and r"\x07" in text  # the subject, folded in its column
+            wide = Console(width=300, file=io.StringIO(), record=True)
+            wide.print(render_detail(evil))
+            assert r"CN=[bold red]evil[/]\x1b]0;pwned\x07" in wide.export_text()
+            assert r"[red]h\x1b[2Jost" in text
+            assert r"SNI [b]x[/b] vs \x1b[31mhost" in text and "fix: [/]" in text
+            await pilot.press("h")
+            await pilot.pause(0.2)
+            assert r"[red]h\x1b[2Jost" in screen_text(app)
+
+    asyncio.run(run())
+
+
+# --- hosts ----------------------------------------------------------------------------
+
+
+def test_h_lists_hosts_with_counts_and_enter_shows_their_tunnels(jsonl, records, tmp_path):
+    port = records[0]["connect"]["port"]
+    target = f"{HOST}:{port}"
+
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            await pilot.press("h")
+            await pilot.pause(0.1)
+            assert app.hosts.display and not app.table.display
+            stats = {h.target: h for h in app.hosts.hosts}
+            assert set(stats) == {target, f"{DEAD}:443"}
+            main = stats[target]
+            assert main.tunnels == 5 and main.flagged == sum(r["flagged"] for r in records[:4] + records[5:])
+            assert set(main.snis) == {HOST, "(none)", "other.lab.test"}
+            assert main.snis[HOST] == 3 and len(main.clients) == 1
+            assert main.verdict == "untrusted"
+            assert main.codes["sni-missing"] == 1 and main.codes["expired"] == 1
+            line = next(ln for ln in screen_text(app).splitlines() if ln.strip().startswith(target))
+            assert f" 5  {main.flagged:>7} " in line and "3: " in line and "untrusted" in line and "error" in line
+            assert "sni-missing×1" in line
+            # worst first: both hosts have errors; the busier one leads
+            assert app.hosts.hosts[0].target == target
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert app.table.display and app.model.host == target
+            assert len(rows_shown(app)) == 5
+            assert f"host {target}" in screen_text(app)
+            await pilot.press("escape")
+            assert app.model.host is None and len(rows_shown(app)) == len(records)
+
+    asyncio.run(run())
+
+
+# --- pause, clear, batching -------------------------------------------------------------
+
+
+def test_p_pauses_with_a_waiting_count_and_resumes(tmp_path, records):
+    async def run():
+        feed = ListFeed(stats={"probes_in_flight": 2, "cache_hits": 7})
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: feed.on_record is not None)
+            feed.push(*records[:2])
+            await wait_for(pilot, lambda: len(app.model.rows) == 2)
+            await pilot.press("p")
+            feed.push(*records[2:])
+            await pilot.pause(0.5)
+            assert len(app.model.rows) == 2
+            text = screen_text(app)
+            assert f"PAUSED: {len(records) - 2} waiting" in text
+            assert "probes in flight 2" in text and "cache hits 7" in text
+            assert "listening on 127.0.0.1:18080" in text
+            await pilot.press("p")
+            await pilot.pause(0.1)
+            assert len(app.model.rows) == len(records)
+            assert "PAUSED" not in screen_text(app)
+
+    asyncio.run(run())
+
+
+def test_c_clears_everything_shown_and_waiting(tmp_path, records):
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: feed.on_record is not None)
+            feed.push(*records)
+            await wait_for(pilot, lambda: len(app.model.rows) == len(records))
+            await pilot.press("p")
+            feed.push(*records)
+            await pilot.press("c")
+            await pilot.pause(0.1)
+            assert len(app.model.rows) == 0 and not app._pending
+            assert "0 tunnels" in screen_text(app) and "sni-missing" not in screen_text(app)
+            await pilot.press("p")
+            feed.push(records[1])
+            await wait_for(pilot, lambda: len(app.model.rows) == 1)
+            await pilot.press("enter")
+            await pilot.pause(0.1)
+            assert app.detail.record_id == records[1]["id"]  # the spool was reset, not corrupted
+
+    asyncio.run(run())
+
+
+def test_records_arrive_in_batches_not_one_update_each(tmp_path, real):
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None, flush_interval=0.15)
+        updates = []
+        apply = app._apply
+        app._apply = lambda batch: (updates.append(len(batch)), apply(batch))
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: feed.on_record is not None)
+            feed.push(*({**real["ok"], "id": f"b{i}"} for i in range(500)))
+            await wait_for(pilot, lambda: len(app.model.rows) == 500)
+            assert updates == [500]
+
+    asyncio.run(run())
+
+
+# --- export ---------------------------------------------------------------------------
+
+
+def test_e_exports_flagged_tunnels_matching_the_search(jsonl, records, tmp_path):
+    export_dir = tmp_path / "exports"
+    export_dir.mkdir()
+
+    async def run():
+        app = InspectorApp(FileFeed(jsonl), export_dir=export_dir, log_path=None)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, len(records))
+            await pilot.press("e")
+            await wait_for(pilot, lambda: app.last_export is not None, what="the export")
+            path, count = app.last_export
+            flagged = [r for r in records if r["flagged"]]
+            assert count == len(flagged)
+            doc = json.loads(path.read_text())
+            assert doc["schema"] == 1 and doc["exported"].endswith("Z")
+            assert doc["tunnels"] == flagged  # the records exactly as recorded
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+            assert path.name.startswith("tunnel-inspector-flagged-") and path.suffix == ".json"
+            await pilot.pause(0.1)
+            assert any(f"exported {count} flagged tunnels to {path.name}" in str(n.message)
+                       for n in app._notifications)
+            # with a search: only the flagged tunnels that match it
+            app.last_export = None
+            await pilot.press("slash", *"sni-m", "enter")
+            await pilot.press("e")
+            await wait_for(pilot, lambda: app.last_export is not None, what="the second export")
+            path2, count2 = app.last_export
+            assert path2 != path and count2 == 2
+            assert {r["id"] for r in json.loads(path2.read_text())["tunnels"]} == {
+                records[1]["id"], records[2]["id"]}
+            assert sorted(p.name for p in export_dir.iterdir()) == sorted([path.name, path2.name])
+
+    asyncio.run(run())
+
+
+# --- recorded streams ------------------------------------------------------------------
+
+
+def test_truncated_last_line_is_reported_not_fatal(tmp_path, records):
+    line = json.dumps(records[3])
+    path = write_jsonl(tmp_path / "cut.jsonl", records[:3], tail=line[: len(line) // 2])
+
+    async def run():
+        app = app_for(path, tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await loaded(pilot, app, 3)
+            await pilot.pause(0.3)
+            assert len(app.model.rows) == 3 and app.start_error is None
+            messages = [str(n.message) for n in app._notifications]
+            assert any("line 4" in m and "truncated last line" in m for m in messages), messages
+            await pilot.press("l")
+            await pilot.pause(0.1)
+            assert "truncated last line" in screen_text(app)
+            assert "truncated last line" in (tmp_path / "ui.log").read_text()
+
+    asyncio.run(run())
+
+
+def test_follow_shows_lines_appended_later(tmp_path, records):
+    path = write_jsonl(tmp_path / "grow.jsonl", records[:1])
+
+    async def run():
+        app = InspectorApp(FileFeed(path, follow=True, poll_interval=0.05), export_dir=tmp_path,
+                           log_path=None)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: len(app.model.rows) == 1)
+            assert "following" in screen_text(app)
+            line = json.dumps(records[1]) + "\n"
+            with path.open("a") as f:
+                f.write(line[:40])  # a writer caught mid-line
+                f.flush()
+                await pilot.pause(0.3)
+                assert len(app.model.rows) == 1
+                f.write(line[40:] + json.dumps(records[2]) + "\n")
+            await wait_for(pilot, lambda: len(app.model.rows) == 3)
+            assert [r.id for r in app.model.rows] == [r["id"] for r in records[:3]]
+            assert not any(n.severity == "warning" for n in app._notifications)
+
+    asyncio.run(run())
+
+
+# --- feeds and the terminal -------------------------------------------------------------
+
+
+def test_a_feed_that_cannot_start_ends_the_app_with_its_reason(tmp_path):
+    async def run():
+        app = app_for(tmp_path / "missing.jsonl", tmp_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.start_error is not None)
+        assert app.return_code == 2
+        assert "cannot open" in app.start_error and "missing.jsonl" in app.start_error
+
+    asyncio.run(run())
+
+
+def test_log_records_go_to_the_panel_and_file_never_the_terminal(tmp_path, capfd):
+    root = logging.getLogger()
+    stderr_handler = logging.StreamHandler()  # what the CLI installs for headless mode
+    root.addHandler(stderr_handler)
+    try:
+        async def run():
+            feed = ListFeed()
+            app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: feed.on_record is not None)
+                logging.getLogger("mitmproxy.proxy.server").warning("mitm says \x1b[31mhello")
+                logging.getLogger("mitmproxy.proxy.server").info("client connect chatter")
+                await pilot.pause(0.3)
+                await pilot.press("l")
+                await pilot.pause(0.1)
+                text = screen_text(app)
+                assert r"mitm says \x1b[31mhello" in text
+                assert "client connect chatter" not in text  # mitmproxy's INFO: file only
+            return app
+
+        asyncio.run(run())
+        assert stderr_handler in root.handlers  # put back after the UI
+        log = (tmp_path / "ui.log").read_text()
+        assert "mitm says" in log and "client connect chatter" in log
+        assert stat.S_IMODE(os.stat(tmp_path / "ui.log").st_mode) == 0o600
+        err = capfd.readouterr().err
+        assert "mitm says" not in err and "chatter" not in err
+    finally:
+        root.removeHandler(stderr_handler)

@@ -1,0 +1,256 @@
+"""Where the UI's records come from: a recorded file, the spool, the live proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+
+import pytest
+
+from inspector.jsonl_reader import MAX_LINE, Entry, JsonlReader, Problem, parse_line, read_records
+from inspector.tui import FileFeed, InspectorApp, ProxyFeed
+from inspector.tui.feeds import PROBLEMS_REPORTED
+from inspector.tui.store import RecordSpool
+
+from .conftest import HOST, tls_through_proxy
+
+
+def rec(i: int, **extra) -> dict:
+    return {"schema": 1, "id": f"t{i}", "started": "2025-01-01T00:00:00.000Z", "client": "127.0.0.1:1",
+            "connect": {"host": f"h{i}.test", "port": 443}, "sni": f"h{i}.test",
+            "client_hello": {"sni_present": True}, "handshake": {"outcome": "established"},
+            "chain": None, "findings": [], "flagged": False, **extra}
+
+
+def line(r: dict) -> str:
+    return json.dumps(r) + "\n"
+
+
+# --- the reader ---------------------------------------------------------------------------
+
+
+def test_reader_reports_each_bad_line_by_number_and_keeps_going(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(line(rec(1)) + "{not json\n" + "\n" + "[1, 2]\n" + line(rec(2))
+                    + '{"connect": "x"}\n' + line(rec(3)))
+    records, problems = read_records(path)
+    assert [r["id"] for r in records] == ["t1", "t2", "t3"]
+    assert [(p.line, p.message.split(" (")[0]) for p in problems] == [
+        (2, "not JSON"), (4, "not a tunnel record"), (6, "not a tunnel record")]
+    assert str(problems[1]) == "line 4: not a tunnel record (a JSON list)"
+
+
+def test_reader_truncated_last_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    whole = line(rec(2))
+    path.write_text(line(rec(1)) + whole[:30])
+    with JsonlReader(path) as reader:
+        items = list(reader.read(final=True))
+    assert isinstance(items[0], Entry) and items[0].record["id"] == "t1"
+    assert isinstance(items[1], Problem) and items[1].line == 2
+    assert "truncated last line (30 bytes, no newline)" in items[1].message
+    # a complete last record without its newline is a record, not a problem
+    path.write_text(line(rec(1)) + whole.rstrip("\n"))
+    records, problems = read_records(path)
+    assert [r["id"] for r in records] == ["t1", "t2"] and problems == []
+
+
+def test_reader_holds_back_a_partial_line_until_it_is_complete(tmp_path):
+    path = tmp_path / "r.jsonl"
+    whole = line(rec(2))
+    path.write_text(line(rec(1)) + whole[:25])
+    with JsonlReader(path) as reader:
+        assert [e.record["id"] for e in reader.read(final=False)] == ["t1"]
+        assert reader.pending_bytes == 25
+        with path.open("a") as f:
+            f.write(whole[25:] + line(rec(3)))
+        entries = list(reader.read(final=False))
+        assert [e.record["id"] for e in entries] == ["t2", "t3"]
+        # offsets point at the start of each line: a record can be read again
+        assert reader.record_at(entries[0].offset)["id"] == "t2"
+        assert reader.record_at(0)["id"] == "t1"
+
+
+def test_reader_skips_a_line_too_long_to_be_a_record(tmp_path):
+    path = tmp_path / "r.jsonl"
+    with path.open("w") as f:
+        f.write(line(rec(1)))
+        f.write("x" * (MAX_LINE + 10) + "\n")
+        f.write(line(rec(2)))
+    records, problems = read_records(path)
+    assert [r["id"] for r in records] == ["t1", "t2"]
+    assert len(problems) == 1 and problems[0].line == 2 and "longer than" in problems[0].message
+
+
+def test_reader_notices_a_file_truncated_or_replaced(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(line(rec(1)) + line(rec(2)))
+    with JsonlReader(path) as reader:
+        list(reader.read(final=False))
+        assert reader.changed_under_us() is None
+        path.write_text(line(rec(1)))  # same inode, shorter
+        assert "shrank" in reader.changed_under_us()
+        os.replace(tmp_path / "r.jsonl", tmp_path / "old.jsonl")
+        (tmp_path / "r.jsonl").write_text(line(rec(1)) + line(rec(2)) + line(rec(3)))
+        assert "replaced" in reader.changed_under_us()
+
+
+def test_parse_line_accepts_what_json_accepts_and_names_the_rest():
+    assert parse_line(line(rec(1)).encode())["id"] == "t1"
+    assert parse_line(b"  " + line(rec(1)).encode() + b"  ")["id"] == "t1"
+    assert parse_line(b'{"a":') == "not JSON (expecting a value at column 6)"
+    assert parse_line(line(rec(1)).encode() + b"x").startswith("not JSON (extra data")
+    assert parse_line(b"\xff").startswith("not JSON ('utf-8' codec")
+    assert parse_line(b"") == "not JSON (the line is empty)"
+
+
+# --- the file feed --------------------------------------------------------------------------
+
+
+def test_file_feed_delivers_refs_and_logs_problems_up_to_a_limit(tmp_path, caplog):
+    path = tmp_path / "r.jsonl"
+    bad = PROBLEMS_REPORTED + 5
+    path.write_text(line(rec(1)) + "garbage\n" * bad + line(rec(2)))
+    got: list[tuple[str, int]] = []
+
+    async def run():
+        feed = FileFeed(path)
+        status = await feed.start(lambda r, ref: got.append((r["id"], ref)))
+        assert status == "file r.jsonl"
+        assert await asyncio.to_thread(feed.loaded.wait, 10)
+        assert feed.read_record(got[1][1])["id"] == "t2"
+        await feed.stop()
+        return feed
+
+    with caplog.at_level(logging.INFO, logger="inspector.tui.feeds"):
+        feed = asyncio.run(run())
+    assert [i for i, _ in got] == ["t1", "t2"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == PROBLEMS_REPORTED + 1
+    assert warnings[0] == "r.jsonl line 2: not JSON (expecting a value at column 1)"
+    assert f"{bad} lines skipped in all" in warnings[-1]
+    assert feed.stats() == {"problem lines": bad}
+
+
+def test_file_feed_cannot_start_on_a_missing_file(tmp_path):
+    from inspector.tui.feeds import FeedError
+
+    with pytest.raises(FeedError, match="cannot open .*nope.jsonl: No such file"):
+        asyncio.run(FileFeed(tmp_path / "nope.jsonl").start(lambda r, ref: None))
+
+
+def test_follow_stops_when_the_file_is_replaced(tmp_path, caplog):
+    path = tmp_path / "r.jsonl"
+    path.write_text(line(rec(1)))
+    got = []
+
+    async def run():
+        feed = FileFeed(path, follow=True, poll_interval=0.05)
+        await feed.start(lambda r, ref: got.append(r["id"]))
+        await asyncio.sleep(0.2)
+        path.unlink()
+        path.write_text(line(rec(9)))
+        deadline = time.monotonic() + 5
+        while feed._thread.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert not feed._thread.is_alive()
+        await feed.stop()
+
+    with caplog.at_level(logging.WARNING, logger="inspector.tui.feeds"):
+        asyncio.run(run())
+    assert got == ["t1"]
+    assert any("stopped following" in r.getMessage() for r in caplog.records)
+
+
+# --- the spool ------------------------------------------------------------------------------
+
+
+def test_spool_keeps_records_out_of_memory_and_reads_them_back():
+    spool = RecordSpool()
+    try:
+        refs = [spool.write(rec(i, sni=f"ü{i}\x1b")) for i in range(3)]
+        assert [spool.read(r)["sni"] for r in refs] == ["ü0\x1b", "ü1\x1b", "ü2\x1b"]
+        spool.reset()
+        assert spool.size == 0
+        with pytest.raises(ValueError):
+            spool.read(refs[1])
+        assert spool.read(spool.write(rec(7)))["id"] == "t7"
+    finally:
+        spool.close()
+
+
+# --- the live proxy, in the UI's own event loop ------------------------------------------------
+
+
+def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
+    from addons.tunnel_inspector import TunnelInspector
+
+    port = strict_server.port
+    addon = TunnelInspector()
+    options = {"listen_host": "127.0.0.1", "listen_port": 0,
+               "inspector_connect_to": [f"{HOST}:{port}:127.0.0.1:{port}"]}
+
+    async def run():
+        feed = ProxyFeed([addon], options, addon.stream)
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
+        async with app.run_test(size=(160, 45)) as pilot:
+            deadline = time.monotonic() + 10
+            while not app.status.source.startswith("listening on"):
+                assert time.monotonic() < deadline and app.start_error is None, app.status.source
+                await pilot.pause(0.05)
+            proxy_port = int(app.status.source.rsplit(":", 1)[1])
+
+            def client():
+                with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=HOST):
+                    pass
+                with pytest.raises(OSError):
+                    with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=None):
+                        pass
+
+            await asyncio.to_thread(client)
+            deadline = time.monotonic() + 20
+            while len(app.model.rows) < 2:
+                assert time.monotonic() < deadline, "no records reached the table"
+                await pilot.pause(0.1)
+            rows = {r.sni: r for r in app.model.rows}
+            assert rows[HOST].outcome.startswith("established") and rows[HOST].spooled
+            assert "sni-missing" in dict(rows["(none)"].codes)
+            await pilot.press("f")  # the flagged one only; enter reads it back from the spool
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            assert app.detail.record_id == rows["(none)"].id
+        # the proxy stopped with the app: its port is free again
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", proxy_port)) != 0
+
+    asyncio.run(run())
+
+
+def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path):
+    from addons.tunnel_inspector import TunnelInspector
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    addon = TunnelInspector()
+    options = {"listen_host": "127.0.0.1", "listen_port": busy.getsockname()[1]}
+
+    async def run():
+        app = InspectorApp(ProxyFeed([addon], options, addon.stream), export_dir=tmp_path, log_path=None)
+        async with app.run_test(size=(160, 45)) as pilot:
+            deadline = time.monotonic() + 10
+            while app.start_error is None:
+                assert time.monotonic() < deadline
+                await pilot.pause(0.05)
+        return app
+
+    try:
+        app = asyncio.run(run())
+    finally:
+        busy.close()
+    assert app.return_code == 2
+    assert "cannot listen on 127.0.0.1" in app.start_error and "address already in use" in app.start_error
