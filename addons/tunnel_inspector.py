@@ -81,6 +81,10 @@ class TunnelInspector:
         self._intercept = False
         self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
 
+    def stats(self) -> dict:
+        """For the UI's header: tunnels in progress, and the chain stage's probe figures."""
+        return {"tunnels_open": len(self._live), **(self.judge.stats() if self.judge else {})}
+
     # --- options -------------------------------------------------------------------
 
     def load(self, loader) -> None:

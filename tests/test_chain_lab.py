@@ -48,7 +48,7 @@ def lab(tmp_path_factory):
 
 
 @pytest.fixture
-def server(lab, request):
+def server(lab):
     servers = []
 
     def start(name):
@@ -88,8 +88,10 @@ def served_chain(s_client_output: str) -> list[bytes]:
 def test_lab_layout(lab):
     assert list(lab.scenarios) == SCENARIOS
     assert len(load_profile(str(lab.root_pem)).certificates) == 2  # lab root + new root
+    # the old device: the expired old root and the lab root, never the new root
     old = load_profile(str(lab.old_device_pem)).certificates
-    assert len(old) == 1 and old[0].not_valid_after_utc < dt.datetime.now(dt.timezone.utc)
+    assert len(old) == 2 and old[0].not_valid_after_utc < dt.datetime.now(dt.timezone.utc)
+    assert old[1] == load_profile(str(lab.root_pem)).certificates[0]
     for name, s in lab.scenarios.items():
         assert s.hostname == f"{name}.lab.test" and s.present.isdisjoint(s.absent)
 
@@ -100,16 +102,15 @@ def test_real_clients_agree_with_the_verdict(lab, server, name):
     srv = server(name)
     assert srv.host == "127.0.0.1"
     host = scenario.hostname
-    stores = [(str(lab.root_pem), "root")] + [
-        tuple(reversed(c.split("=", 1))) for c in scenario.clients
-    ]
-    for cafile, profile_name in stores:
+    stores = [f"root={lab.root_pem}", *scenario.clients]  # as --client NAME=PATH specs
+    for spec in stores:
+        profile_name, cafile = spec.split("=", 1)
         by_curl = curl(cafile, host, srv.port)
         by_openssl = s_client(cafile, host, srv.port)
         chain = served_chain(by_openssl.stdout)
         assert chain == scenario.chain_der  # served as built, in that order
         verdict = verify_chain(
-            chain, sni=host, connect_host=host, trust=[load_profile(cafile, name=profile_name)],
+            chain, sni=host, connect_host=host, trust=[load_client_profile(spec)],
             clients=[], now=dt.datetime.now(dt.timezone.utc),
         )
         result = verdict.profiles[0]
@@ -120,8 +121,7 @@ def test_real_clients_agree_with_the_verdict(lab, server, name):
             assert bool(result.path) == (name in CHAIN_ACCEPTED)
         else:  # the old device's store: the client the AddTrust incident broke
             assert by_curl.returncode == 60 and "certificate has expired" in by_curl.stderr
-            assert not result.trusted
-            assert load_client_profile(f"{profile_name}={cafile}").name == profile_name
+            assert not result.trusted and result.name == "old-device"
 
 
 def test_sni_only_server_refuses_a_client_without_sni(lab, server):
@@ -142,8 +142,8 @@ def test_sni_only_server_refuses_a_client_without_sni(lab, server):
 def test_sha1_chain_is_really_served_with_sha1(lab, server):
     """OpenSSL's default security level refuses to load it: the lab's server must not."""
     scenario = lab.scenarios["sha1-intermediate"]
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     with pytest.raises(ssl.SSLError, match="ca md too weak"):
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(*_write(lab, scenario))
     srv = server("sha1-intermediate")
     out = s_client(lab.root_pem, scenario.hostname, srv.port)

@@ -8,6 +8,7 @@ from inspector.tui.model import (
     ERROR,
     HOST_SET_CAP,
     NO_SEVERITY,
+    SNI_ABSENT,
     SNI_MISMATCH,
     SNI_NONE,
     SNI_NOT_SEEN,
@@ -39,8 +40,10 @@ def build(record, ref=0):
 
 def test_sni_cell_states():
     assert build(rec()).sni_state == SNI_OK
-    assert build(rec(sni=None, findings=[finding("sni-missing")])).sni == "(none)"
-    assert build(rec(sni=None)).sni_state == SNI_NONE
+    missing = build(rec(sni=None, findings=[finding("sni-missing")]))
+    assert (missing.sni, missing.sni_state) == ("(none)", SNI_NONE)
+    ip = build(rec(host="10.0.0.1", sni=None, findings=[finding("connect-ip", "info")]))
+    assert (ip.sni, ip.sni_state) == ("(none)", SNI_ABSENT)  # no SNI for an IP is normal
     assert build(rec(sni=None, client_hello=False)).sni_state == SNI_NOT_SEEN
     assert build(rec(sni="b.test", findings=[finding("sni-mismatch")])).sni_state == SNI_MISMATCH
 

@@ -131,14 +131,15 @@ def verify_chain(
     expiring_days: int = 30,
 ) -> ChainVerdict:
     """The verdict on `chain_der` (leaf first, as served) for a client that sent `sni`
-    in a tunnel to `connect_host`, judged by the `trust` and `clients` profiles."""
+    in a tunnel to `connect_host`, judged by the `trust` and `clients` profiles at `now`
+    (UTC if naive)."""
     now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
     certs = [_parse(der) for der in chain_der]
     infos = tuple(_info(der, cert) for der, cert in zip(chain_der, certs))
-    runs = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
     unusable = _unusable(certs)
     if unusable is not None:
-        profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in runs)
+        kinds = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
+        profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in kinds)
         return ChainVerdict(infos, profiles, [unusable])
     served = _Served(certs, now)
     analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
@@ -182,7 +183,8 @@ def _unusable(certs: list[x509.Certificate | None]) -> Finding | None:
         return finding(
             "untrusted",
             "the server sent no certificate",
-            "configure a certificate on the server, or check that the tunnel reached the TLS port you meant",
+            "configure a certificate on the server, or check that the tunnel reached the "
+            "TLS port you meant",
         )
     bad = [i for i, c in enumerate(certs) if c is None]
     if not bad:
@@ -191,7 +193,8 @@ def _unusable(certs: list[x509.Certificate | None]) -> Finding | None:
     return finding(
         "untrusted",
         f"the server sent a certificate that cannot be parsed ({which}; #0 is the leaf)",
-        f"replace certificate {which} in the server's chain file: clients reject a chain they cannot parse",
+        f"replace certificate {which} in the server's chain file: clients reject a chain "
+        "they cannot parse",
     )
 
 
@@ -402,6 +405,10 @@ class _Served:
         return self.walk[-1]
 
 
+# A certificate with its position in the served chain (None: not served, a store's root).
+_Positioned = tuple[int | None, x509.Certificate]
+
+
 @dataclass(frozen=True)
 class _Diagnosis:
     code: str
@@ -446,15 +453,18 @@ class _Analysis:
     def _probe_name(self) -> x509.GeneralName:
         """A name the leaf covers, so the path builder judges the chain; names are
         judged separately (hostname-mismatch) and for both SNI and CONNECT host."""
+        fallback = x509.DNSName("no-usable-name.invalid")  # the builder reports the leaf's names
         profiles = self.trust + self.clients
-        for candidate in self.names.candidates(self.target) if profiles else ():
+        if not profiles:
+            return fallback
+        for candidate in self.names.candidates(self.target):
             subject = _general_name(candidate)
             try:
                 PolicyBuilder().store(profiles[0].store).build_server_verifier(subject)
             except ValueError:
                 continue  # a name cryptography refuses (underscore, bad label): the next
             return subject
-        return x509.DNSName("no-usable-name.invalid")  # the builder then reports the leaf's names
+        return fallback
 
     def _validate(self, store: Store, moment: dt.datetime) -> tuple[list | None, str | None]:
         verifier = (
@@ -495,7 +505,8 @@ class _Analysis:
         out += [
             finding(
                 "client-fails",
-                f"clients with the {r.profile.name} trust store reject the chain: {r.problem.message}",
+                f"clients with the {r.profile.name} trust store reject the chain: "
+                f"{r.problem.message}",
                 f"for {r.profile.name}: {r.problem.hint}",
             )
             for r in client_runs
@@ -533,21 +544,25 @@ class _Analysis:
             return self._weak_signature_problem(profile)
         if "too weak" in text:
             return self._weak_key_problem(profile)
-        if "subjectaltname" in text or ("missing required extension" in text and not self.names.present):
+        missing_extension = "missing required extension" in text
+        if "subjectaltname" in text or (missing_extension and not self.names.present):
             return self._name_problem()
-        if "missing required extension" in text:
+        if missing_extension:
             return _Diagnosis(
                 "untrusted",
-                "a CA certificate in the path lacks an extension clients require (basicConstraints or keyUsage)",
+                "a CA certificate in the path lacks an extension clients require "
+                "(basicConstraints or keyUsage)",
                 "ask the CA for its current intermediate certificates and serve those",
             )
         return self._structure_problem(profile, error)
 
-    def _candidate_path(self, profile: TrustProfile) -> list[tuple[int | None, x509.Certificate]]:
+    def _candidate_path(self, profile: TrustProfile) -> list[_Positioned]:
         """The served walk and the profile's root above it: (served position or None, cert)."""
         walk = [(i, self.served.certs[i]) for i in self.served.walk]
         top = self.served.top()
-        anchor = None if self.served.self_signed[top] else _issuer_in(self.served.certs[top], profile.certificates)
+        if self.served.self_signed[top]:
+            return walk
+        anchor = _issuer_in(self.served.certs[top], profile.certificates)
         return walk + ([(None, anchor)] if anchor is not None else [])
 
     def _dates_problem(self, profile: TrustProfile, moment: dt.datetime) -> _Diagnosis:
@@ -566,7 +581,8 @@ class _Analysis:
                 return _Diagnosis(
                     "untrusted",
                     f"the trust store's root {_label(cert)} {when}",
-                    "the client needs an updated trust store, or the server a chain to a root the client holds",
+                    "the client needs an updated trust store, or the server a chain to a root "
+                    "the client holds",
                 )
             return _Diagnosis(
                 "untrusted",
@@ -577,7 +593,8 @@ class _Analysis:
             )
         return _Diagnosis(
             "untrusted",
-            "every path to a root of the trust store needs a certificate outside its validity period",
+            "every path to a root of the trust store needs a certificate outside its "
+            "validity period",
             "serve the leaf and the CA's current intermediate only",
         )
 
@@ -592,12 +609,21 @@ class _Analysis:
         return _Diagnosis(
             "not-yet-valid",
             f"the certificate is not valid before {_day(leaf.not_valid_before_utc)}",
-            "install the certificate that is valid now, and check the clock of the machine that issued it",
+            "install the certificate that is valid now, and check the clock of the machine "
+            "that issued it",
         )
 
     def _weak_signature_problem(self, profile: TrustProfile) -> _Diagnosis:
-        weak = [c for i, c in self._candidate_path(profile) if not self._is_root(i, c) and _weak_signature(c)]
-        what = f"{_label(weak[0])} is signed with {_signature_name(weak[0])}" if weak else "a certificate in the path has a SHA-1 or MD5 signature"
+        weak = [
+            c
+            for i, c in self._candidate_path(profile)
+            if not self._is_root(i) and _weak_signature(c)
+        ]
+        what = (
+            f"{_label(weak[0])} is signed with {_signature_name(weak[0])}"
+            if weak
+            else "a certificate in the path has a SHA-1 or MD5 signature"
+        )
         return _Diagnosis(
             "weak-signature",
             f"{what}, which modern clients reject",
@@ -606,7 +632,11 @@ class _Analysis:
 
     def _weak_key_problem(self, profile: TrustProfile) -> _Diagnosis:
         weak = [c for _, c in self._candidate_path(profile) if _weak_key(c.public_key())]
-        what = f"{_label(weak[0])} has a {_key_text(weak[0].public_key())} key" if weak else "a CA in the path has a short key"
+        what = (
+            f"{_label(weak[0])} has a {_key_text(weak[0].public_key())} key"
+            if weak
+            else "a CA in the path has a short key"
+        )
         return _Diagnosis(
             "weak-key",
             f"{what}, which modern clients reject",
@@ -636,12 +666,13 @@ class _Analysis:
                 return _Diagnosis(
                     "incomplete-chain",
                     f"the server does not send {issuer}, the issuer of {_label(top)}",
-                    f"add the intermediate {issuer} to the server's chain file after {_label(top)}; "
-                    "browsers may fetch it themselves (AIA), other clients fail",
+                    f"add the intermediate {issuer} to the server's chain file after "
+                    f"{_label(top)}; browsers may fetch it themselves (AIA), other clients fail",
                 )
             return _Diagnosis(
                 "untrusted",
-                f"{_label(top)} is issued by {issuer}, which the server does not send and no trust store holds",
+                f"{_label(top)} is issued by {issuer}, which the server does not send and no "
+                "trust store holds",
                 f"if {issuer} is an intermediate, serve it after {_label(top)}; if it is a private "
                 "root, add it to the clients' trust store",
             )
@@ -654,16 +685,19 @@ class _Analysis:
         )
 
     def _issuer_known(self, cert: x509.Certificate) -> bool:
-        return any(c.subject == cert.issuer for p in self.trust + self.clients for c in p.certificates)
+        return any(
+            c.subject == cert.issuer for p in self.trust + self.clients for c in p.certificates
+        )
 
-    def _is_root(self, position: int | None, cert: x509.Certificate) -> bool:
+    def _is_root(self, position: int | None) -> bool:
         return position is None or self.served.self_signed[position]
 
     def _name_problem(self) -> _Diagnosis:
         if not self.names.present:
             return _Diagnosis(
                 "hostname-mismatch",
-                "the certificate has no subjectAltName, so it covers no name (clients ignore the common name)",
+                "the certificate has no subjectAltName, so it covers no name (clients ignore "
+                "the common name)",
                 f"reissue the certificate with {self.target} in its subjectAltName",
             )
         return _Diagnosis(
@@ -700,23 +734,31 @@ class _Analysis:
                 "ask for a name the certificate covers",
             )]
         if sni is None and not names.covers(host):
+            fix = (
+                "have the client connect by the hostname it means, and send it as SNI"
+                if ip_literal(host)
+                else f"make the client send the SNI {host}"
+            )
             return [finding(
                 "hostname-mismatch",
-                f"the client sent no SNI and the certificate the server chose does not cover "
+                "the client sent no SNI and the certificate the server chose does not cover "
                 f"the CONNECT host {host} ({covered})",
-                f"make the client send the SNI {host} (servers with several sites pick a default "
-                f"certificate without it), or serve a certificate covering {host}",
+                f"{fix} (servers with several sites pick a default certificate without it), "
+                f"or serve a certificate covering {host}",
             )]
-        if sni is not None and ip_literal(host) is None and not _same_host(sni, host) and not names.covers(host):
+        # By IP with a name in the SNI, the client checks that name; a CONNECT hostname
+        # other than the SNI may be the name the client checks instead.
+        other_name = sni is not None and ip_literal(host) is None and not _same_host(sni, host)
+        if other_name and not names.covers(host):
             return [finding(
                 "hostname-mismatch",
                 f"the certificate covers the SNI name {sni} but not the CONNECT host {host}",
-                f"a client that checks the name it gave the proxy fails: make it send the SNI "
+                "a client that checks the name it gave the proxy fails: make it send the SNI "
                 f"{host}, or have it connect to {sni}",
             )]
         return []
 
-    def _path_certs(self, path: list[x509.Certificate]) -> list[tuple[int | None, x509.Certificate]]:
+    def _path_certs(self, path: list[x509.Certificate]) -> list[_Positioned]:
         """The served walk and the validated path together: every certificate a client may use."""
         out = [(i, self.served.certs[i]) for i in self.served.walk]
         seen = {_fingerprint(c) for _, c in out}
@@ -731,8 +773,12 @@ class _Analysis:
         out = []
         for position, cert in self._path_certs(path):
             where = "the certificate" if position == 0 else _label(cert)
-            fix = "reissue the certificate" if position == 0 else f"ask the CA for a current version of {_label(cert)}"
-            if not self._is_root(position, cert) and _weak_signature(cert):
+            fix = (
+                "reissue the certificate"
+                if position == 0
+                else f"ask the CA for a current version of {_label(cert)}"
+            )
+            if not self._is_root(position) and _weak_signature(cert):
                 rejected = ", which modern clients reject" if "weak-signature" in failing else ""
                 out.append(finding(
                     "weak-signature",
@@ -744,7 +790,8 @@ class _Analysis:
                 rejected = ", which modern clients reject" if "weak-key" in failing else ""
                 out.append(finding(
                     "weak-key",
-                    f"{where} has a {_key_text(cert.public_key())} key, below RSA 2048 / EC 256 bits{rejected}",
+                    f"{where} has a {_key_text(cert.public_key())} key, below RSA 2048 / EC 256 "
+                    f"bits{rejected}",
                     f"{fix} with an RSA 2048+ or EC P-256+ key",
                     ERROR if rejected else None,
                 ))
@@ -762,7 +809,8 @@ class _Analysis:
                     f"expired {day}: modern clients find another path, clients that follow the "
                     "served chain do not",
                     f"the server sends {label}, expired {day}; clients that build the path from "
-                    f"the served certificates ({LEGACY_CLIENTS}) fail; serve leaf + intermediate only",
+                    f"the served certificates ({LEGACY_CLIENTS}) fail; "
+                    "serve leaf + intermediate only",
                 )]
         return []
 
@@ -786,7 +834,8 @@ class _Analysis:
             if self.served.self_signed[i] and self._held_as_root(cert):
                 out.append(finding(
                     "contains-anchor",
-                    f"the server sends the root {_label(cert)} (certificate #{i}), which clients already hold",
+                    f"the server sends the root {_label(cert)} (certificate #{i}), which "
+                    "clients already hold",
                     "remove the root from the server's chain file: clients use their own copy, "
                     "so it only adds bytes to every handshake",
                 ))
@@ -809,7 +858,8 @@ class _Analysis:
         more = f" and {len(extra) - LISTED} more" if len(extra) > LISTED else ""
         return [finding(
             "extra-certs",
-            f"the server sends {len(extra)} certificate(s) that no path from the leaf uses: {listed}{more}",
+            f"the server sends {len(extra)} certificate(s) that no path from the leaf uses: "
+            f"{listed}{more}",
             "remove them from the server's chain file",
         )]
 
@@ -824,7 +874,13 @@ class _Analysis:
                 message = f"the certificate expires on {_day(end)} (in {days} days)"
                 hint = f"renew the certificate for {self.target} before {_day(end)}"
             else:
-                message = f"{_label(cert)} (certificate #{position}) expires on {_day(end)} (in {days} days)"
-                hint = f"get the CA's current intermediate and serve it in place of {_label(cert)} before {_day(end)}"
+                message = (
+                    f"{_label(cert)} (certificate #{position}) expires on {_day(end)} "
+                    f"(in {days} days)"
+                )
+                hint = (
+                    f"get the CA's current intermediate and serve it in place of {_label(cert)} "
+                    f"before {_day(end)}"
+                )
             out.append(finding("expiring-soon", message, hint))
         return out

@@ -7,7 +7,8 @@ scenario, the chain a server sends (in served order), the leaf's key, a hostname
 (`absent`) when the chain is judged with `--trust root.pem` and the scenario's
 `--client` stores. It writes to tmpdir:
 - `root.pem`: what a normal client trusts (the lab root and the new root);
-- `old-device.pem`: an old device's root store, the expired old root only.
+- `old-device.pem`: an old device's root store: the expired old root and the lab root,
+  not the new root.
 The hostnames do not resolve: clients reach a server through curl's `--resolve` or
 `--connect-to`, or the proxy's `--connect-to`. Servers listen on 127.0.0.1 only.
 """
@@ -93,6 +94,7 @@ class _Sha1ChainServer(TLSServer):
 
 
 def build_chain_lab(tmpdir: str | Path) -> ChainLab:
+    """Every scenario, with root.pem and old-device.pem written to `tmpdir`."""
     directory = Path(tmpdir)
     long_ca = {"ca": True, "not_before": NOW - CA_LIFETIME, "not_after": NOW + CA_LIFETIME}
     root = make_cert("tunnel-inspector lab root", **long_ca)
@@ -115,7 +117,8 @@ def build_chain_lab(tmpdir: str | Path) -> ChainLab:
     sha1_inter = _sha1_signed(make_cert("lab SHA-1 intermediate", root, **long_ca), root, directory)
 
     (directory / "root.pem").write_bytes(root.pem + new_root.pem)
-    (directory / "old-device.pem").write_bytes(old_root.pem)
+    # The old device has had the lab root for years; it never got the new root.
+    (directory / "old-device.pem").write_bytes(old_root.pem + root.pem)
     old_device = f"old-device={directory / 'old-device.pem'}"
 
     def host(name: str) -> str:
@@ -175,9 +178,7 @@ def build_chain_lab(tmpdir: str | Path) -> ChainLab:
         x509.NameAttribute(NameOID.COMMON_NAME, MARKUP),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "tunnel-inspector lab"),
     ])
-    add("markup-subject",
-        [make_cert(host("markup-subject"), inter, sans=(host("markup-subject"),), subject_name=markup),
-         inter])
+    add("markup-subject", [leaf("markup-subject", subject_name=markup), inter])
     return ChainLab(directory, {s.name: s for s in scenarios})
 
 

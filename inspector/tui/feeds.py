@@ -25,7 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from inspector.escape import safe
 from inspector.jsonl_reader import Entry, JsonlReader
-from inspector.proxy import Proxy
+
 from inspector.stream import RecordStream
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class ProxyFeed:
 
     def __init__(self, addons: list, options: dict, stream: RecordStream, *,
                  intercept: bool = False) -> None:
+        from inspector.proxy import Proxy  # mitmproxy: not imported by `open`
+
         self._addons = addons
         self._stream = stream
         self._proxy = Proxy(addons, options, intercept=intercept)
@@ -163,6 +165,8 @@ class FileFeed:
                 self._read(on_record, final=False)
         except OSError as e:
             log.error("reading %s failed: %s", safe(self.path), e.strerror or e)
+        except Exception:  # a bug must reach the event log, not die with the thread
+            log.exception("reading %s stopped", safe(self.path))
         finally:
             self.loaded.set()
 

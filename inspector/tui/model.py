@@ -20,7 +20,9 @@ NO_SEVERITY = -1
 INFO, WARNING, ERROR = SEVERITY_RANK["info"], SEVERITY_RANK["warning"], SEVERITY_RANK["error"]
 
 # How the SNI cell looks: a missing or mismatched SNI is highlighted in the cell.
-SNI_OK, SNI_NONE, SNI_NOT_SEEN, SNI_MISMATCH = range(4)
+# No SNI is only "missing" when the analysis says so (sni-missing): a client that
+# CONNECTs to an IP address rightly sends none (SNI_ABSENT, not highlighted).
+SNI_OK, SNI_NONE, SNI_NOT_SEEN, SNI_MISMATCH, SNI_ABSENT = range(5)
 _SNI_BAD_CODES = {"sni-mismatch", "sni-invalid"}
 
 # Chain verdict labels, worst last (the hosts view shows the worst one seen).
@@ -153,16 +155,20 @@ class RowBuilder:
             codes = tuple((safe(code), _rank(sev)) for code, sev in key)
             names = frozenset(c for c, _ in codes)
             derived = self._findings[key] = (
-                codes, names, max((r for _, r in codes), default=NO_SEVERITY), bool(names & _SNI_BAD_CODES)
+                codes, names, max((r for _, r in codes), default=NO_SEVERITY),
+                bool(names & _SNI_BAD_CODES), "sni-missing" in names,
             )
-        codes, names, severity, sni_bad = derived
+        codes, names, severity, sni_bad, sni_missing = derived
         flagged = get("flagged")
         if type(flagged) is not bool:
             flagged = severity >= WARNING
 
         sni = get("sni")
         if sni is None:
-            sni_text, sni_state = ("(not seen)", SNI_NOT_SEEN) if get("client_hello") is None else ("(none)", SNI_NONE)
+            if get("client_hello") is None:
+                sni_text, sni_state = "(not seen)", SNI_NOT_SEEN
+            else:
+                sni_text, sni_state = "(none)", SNI_NONE if sni_missing else SNI_ABSENT
         else:
             sni_text = self._snis.get(sni)
             if sni_text is None:
@@ -301,16 +307,27 @@ class TunnelModel:
     @property
     def hosts(self) -> dict[str, HostStats]:
         """Stats per CONNECT target, counting every row so far."""
+        self.catch_up_hosts(len(self.rows))
+        return self._hosts
+
+    @property
+    def hosts_behind(self) -> int:
+        return len(self.rows) - self._hosts_upto
+
+    def catch_up_hosts(self, limit: int) -> None:
+        """Count up to `limit` more rows into the per-host stats."""
         rows, hosts = self.rows, self._hosts
-        if self._hosts_upto < len(rows):
-            for row in rows[self._hosts_upto:]:
-                stats = hosts.get(row.target)
-                if stats is None:
-                    stats = hosts[row.target] = HostStats(row.target)
-                stats.add(row)
-            self._hosts_upto = len(rows)
-            self._hosts_view = None
-        return hosts
+        start = self._hosts_upto
+        end = min(len(rows), start + limit)
+        if start >= end:
+            return
+        for row in rows[start:end]:
+            stats = hosts.get(row.target)
+            if stats is None:
+                stats = hosts[row.target] = HostStats(row.target)
+            stats.add(row)
+        self._hosts_upto = end
+        self._hosts_view = None
 
     def set_filter(self, *, flagged_only: bool | None = None, search: str | None = None,
                    host: str | None | object = KEEP) -> bool:

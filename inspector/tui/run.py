@@ -23,7 +23,6 @@ EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
 def _run(app: InspectorApp) -> int:
     app.run()
     if app.start_error is not None:
-        # Textual prints the exit message too, but only when a terminal was set up.
         print(f"tunnel-inspector: {safe(app.start_error)}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK

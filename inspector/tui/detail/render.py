@@ -95,8 +95,10 @@ def _target_and_sni(record: dict) -> Table:
     hello = record.get("client_hello")
     if sni is None and hello is None:
         sni_text = Text("(no ClientHello seen)", MUTED)
-    elif sni is None:
+    elif sni is None and "sni-missing" in codes:
         sni_text = Text("(none): the ClientHello had no server_name", "bold white on red")
+    elif sni is None:
+        sni_text = Text("(none): the ClientHello had no server_name", MUTED)
     elif codes & {"sni-mismatch", "sni-invalid"}:
         sni_text = _t(sni, "bold black on yellow")
     else:

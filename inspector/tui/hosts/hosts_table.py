@@ -30,7 +30,7 @@ def _count(n: int, capped: bool) -> str:
 
 class HostsTable(VirtualTable):
     COLUMNS = (
-        Column("CONNECT host:port", weight=3, min_width=16),
+        Column("CONNECT host:port", weight=3, min_width=16, middle=True),
         Column("tunnels", 7, right=True),
         Column("flagged", 7, right=True),
         Column("SNIs seen", weight=4, min_width=12),
@@ -80,9 +80,9 @@ class HostsTable(VirtualTable):
         for i, sni in enumerate(h.top_snis(6)):
             if i:
                 snis.append((", ", muted))
-            if sni == "(none)":
+            if sni == "(none)" and by_name:  # an IP address needs no SNI
                 style = self.style("alarm")
-            elif sni == "(not seen)":
+            elif sni in ("(none)", "(not seen)"):
                 style = muted
             elif by_name and sni.lower().rstrip(".") != host.lower().rstrip("."):
                 style = self.style("warning")

@@ -16,7 +16,7 @@ from textual import events
 from textual.binding import Binding
 
 from ..messages import FollowChanged, TunnelChosen, TunnelHighlighted
-from ..model import ERROR, INFO, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
+from ..model import ERROR, INFO, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
 from .virtual import Column, Part, VirtualTable
 
 _VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "-": "muted"}
@@ -25,12 +25,13 @@ _VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "
 class TunnelTable(VirtualTable):
     COLUMNS = (
         Column("time", 8),
-        Column("client", 21),
-        Column("CONNECT host:port", weight=3, min_width=16),
-        Column("SNI", weight=3, min_width=12),
-        Column("outcome", 30),
+        Column("client", weight=2, min_width=15, max_width=21),
+        Column("CONNECT host:port", weight=4, min_width=16, middle=True),
+        Column("SNI", weight=4, min_width=12, middle=True),
+        # "server alert unrecognized_name" is 30
+        Column("outcome", weight=3, min_width=19, max_width=32),
         Column("verdict", 9),
-        Column("findings", weight=3, min_width=12),
+        Column("findings", weight=3, min_width=10),
     )
     BINDINGS = [Binding("enter", "choose", "Detail")]
     COMPONENT_CLASSES = {"tunnels--sni-none", "tunnels--sni-mismatch"}
@@ -59,10 +60,10 @@ class TunnelTable(VirtualTable):
         row = self.model.rows[self.model.visible[pos]]
         muted = self.style("muted")
         if row.sni_state == SNI_NONE:
-            sni_style = self._tunnel_style("sni-none")
+            sni_style = self.component_style("tunnels--sni-none")
         elif row.sni_state == SNI_MISMATCH:
-            sni_style = self._tunnel_style("sni-mismatch")
-        elif row.sni_state == SNI_NOT_SEEN:
+            sni_style = self.component_style("tunnels--sni-mismatch")
+        elif row.sni_state in (SNI_NOT_SEEN, SNI_ABSENT):
             sni_style = muted
         else:
             sni_style = None
@@ -82,13 +83,6 @@ class TunnelTable(VirtualTable):
         ]
         row_style = {ERROR: "error", WARNING: "warning"}.get(row.severity)
         return cells, self.style(row_style) if row_style else None
-
-    def _tunnel_style(self, name: str) -> Style:
-        key = f"tunnels--{name}"
-        style = self._styles.get(key)
-        if style is None:
-            style = self._styles[key] = self.get_component_rich_style(key, partial=True)
-        return style
 
     # --- follow -----------------------------------------------------------------------
 
@@ -128,7 +122,7 @@ class TunnelTable(VirtualTable):
 
     def keep_index(self, index: int | None) -> None:
         """After the filter changed: put the cursor back on model row `index`."""
-        self.rows_changed(reset_cache=True)
+        self.rows_changed()
         if self.follow or index is None:
             self.set_follow(True)
             return

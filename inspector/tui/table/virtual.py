@@ -22,7 +22,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-GAP = 2  # spaces between columns
+GAP = 1  # space between columns (cells are padded to their width)
 PAD = 1  # space before the first column
 
 # A cell: one (text, style) part, or several (the codes column colours each code).
@@ -32,27 +32,60 @@ Part = tuple[str, Style | None]
 @dataclass(frozen=True)
 class Column:
     title: str
-    width: int = 0  # fixed width; 0 = share the free space by `weight`
+    width: int = 0  # fixed width; 0 = flexible, from min_width up to max_width by weight
     weight: int = 1
     min_width: int = 6
+    max_width: int = 0  # 0: no limit
     right: bool = False
+    middle: bool = False  # cut long text in the middle (host names: both ends matter)
 
 
 def layout(columns: tuple[Column, ...], total: int) -> list[int]:
-    """Column widths for a total width: fixed columns first, the rest by weight."""
+    """Column widths for a total width.
+
+    Every flexible column gets its minimum; the rest is shared by weight, a column
+    stopping at its maximum and leaving its share to the others.
+    """
     fixed = sum(c.width for c in columns) + GAP * (len(columns) - 1) + PAD
-    flex = [c for c in columns if not c.width]
-    free = max(0, total - fixed)
-    weights = sum(c.weight for c in flex) or 1
-    shares = [max(c.min_width, free * c.weight // weights) for c in flex]
-    if flex:  # the last flexible column takes what rounding left over
-        shares[-1] = max(flex[-1].min_width, free - sum(shares[:-1]))
-    it = iter(shares)
-    return [c.width or next(it) for c in columns]
+    widths = [c.width or c.min_width for c in columns]
+    free = total - fixed - sum(w for c, w in zip(columns, widths) if not c.width)
+    open_ = [i for i, c in enumerate(columns) if not c.width]
+    while free > 0 and open_:
+        weights = sum(columns[i].weight for i in open_)
+        given = 0
+        for i in open_:
+            share = max(1, free * columns[i].weight // weights)
+            cap = columns[i].max_width
+            if cap:
+                share = min(share, cap - widths[i])
+            share = min(share, free - given)
+            widths[i] += share
+            given += share
+        free -= given
+        open_ = [i for i in open_ if not columns[i].max_width or widths[i] < columns[i].max_width]
+        if given == 0:
+            break
+    return widths
 
 
-def fit(parts: list[Part], width: int, right: bool = False) -> list[Segment]:
+def cut_middle(text: str, width: int) -> str:
+    """`text` in at most `width` cells, its middle replaced by an ellipsis."""
+    if cell_len(text) <= width:
+        return text
+    if width < 5:
+        return set_cell_size(text, width)
+    tail = (width - 1) // 2
+    end = text[-tail:]
+    if not end.isascii():  # wide characters: one cell is not one character
+        return set_cell_size(text, width - 1) + "…"
+    return set_cell_size(text, width - 1 - tail) + "…" + end
+
+
+def fit(parts: list[Part], width: int, right: bool = False, middle: bool = False) -> list[Segment]:
     """Exactly `width` cells: parts cut with an ellipsis if too long, padded if short."""
+    if middle and len(parts) == 1:
+        text, style = parts[0]
+        parts = [(cut_middle(text, width), style)]
     out: list[Segment] = []
     used = 0
     for text, style in parts:
@@ -68,7 +101,10 @@ def fit(parts: list[Part], width: int, right: bool = False) -> list[Segment]:
         used += n
     if used < width:
         pad = Segment(" " * (width - used))
-        out.insert(0, pad) if right else out.append(pad)
+        if right:
+            out.insert(0, pad)
+        else:
+            out.append(pad)
     return out
 
 
@@ -119,7 +155,7 @@ class VirtualTable(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.cursor = 0
-        self._lines: LRUCache[Hashable, Strip] = LRUCache(1024)
+        self._lines: LRUCache[Hashable, Strip] = LRUCache(256)
         self._styles: dict[str, Style] = {}
         self._widths: tuple[int, list[int]] = (-1, [])
 
@@ -142,10 +178,24 @@ class VirtualTable(ScrollView, can_focus=True):
     # --- styles -----------------------------------------------------------------------
 
     def style(self, name: str) -> Style:
-        """A component style (partial: only what the CSS sets), cached per theme."""
-        style = self._styles.get(name)
+        """The `vtable--<name>` component style."""
+        return self.component_style(f"vtable--{name}")
+
+    def component_style(self, component: str) -> Style:
+        """What the CSS sets for a component, cached per theme.
+
+        The partial style says which attributes the CSS sets; their values come from
+        the full style, where translucent colours are blended ($text-muted is 60%
+        white, not white).
+        """
+        style = self._styles.get(component)
         if style is None:
-            style = self._styles[name] = self.get_component_rich_style(f"vtable--{name}", partial=True)
+            partial = self.get_component_rich_style(component, partial=True)
+            full = self.get_component_rich_style(component)
+            style = self._styles[component] = partial + Style(
+                color=full.color if partial.color else None,
+                bgcolor=full.bgcolor if partial.bgcolor else None,
+            )
         return style
 
     def notify_style_update(self) -> None:
@@ -155,6 +205,7 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def on_resize(self, event: events.Resize) -> None:
         self.rows_changed()
+        self.call_after_refresh(self.scroll_to_cursor)  # e.g. the detail pane opened below
 
     def on_focus(self, event: events.Focus) -> None:
         self.refresh()
@@ -258,7 +309,7 @@ class VirtualTable(ScrollView, can_focus=True):
         for i, (column, parts, w) in enumerate(zip(self.COLUMNS, cells, widths)):
             if i:
                 segments.append(Segment(" " * GAP))
-            segments += fit(parts, w, column.right)
+            segments += fit(parts, w, column.right, column.middle)
         strip = Strip(segments).adjust_cell_length(width)
         if row_style is not None:
             # The row's colour under each cell's own style: a cell may override it.

@@ -1,0 +1,398 @@
+"""Benchmarks for the proxy path, measured side by side in one run on 127.0.0.1.
+
+    python bench/bench_proxy.py            # full run (several minutes on 2 cores)
+    python bench/bench_proxy.py --quick    # a smaller run, same figures
+
+1. throughput: tunnels/s and p50/p99 tunnel time (CONNECT + TLS 1.3 handshake + one
+   request) with no proxy, through bare `mitmdump --set ignore_hosts=.*`, and through
+   `tunnel-inspector --headless`, sequential and 20 at a time; the variants alternate
+   round by round so machine drift hits all of them alike. Ratios are per round.
+2. verdict: the chain verdict's cost per chain (all profiles), from the chain lab.
+3. cache: 1,000 tunnels over 10 hosts judged at once -> probes actually made.
+4. load: 10,000 tunnels (50 at a time) to good and broken hosts through one
+   inspector: records written, duplicates, the proxy still answering, and its RSS
+   after 1,000 and after 10,000 tunnels.
+5. ui: bench/bench_ui.py's figures (open of 100k records, a 300-record batch).
+Prints a table and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from inspector.chain.judge import ChainJudge  # noqa: E402
+from inspector.chain.trust import load_client_profile, load_profile  # noqa: E402
+from inspector.chain.verify import verify_chain  # noqa: E402
+from inspector.lab.chains import build_chain_lab  # noqa: E402
+from inspector.lab.pki import DAY, NOW, make_cert  # noqa: E402
+from inspector.lab.server import TLSServer  # noqa: E402
+from inspector.record import Tunnel  # noqa: E402
+from inspector.wire import ClientHello  # noqa: E402
+
+HOST = "bench.lab.test"
+GET = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
+START_TIMEOUT = 20.0
+TUNNEL_TIMEOUT = 20.0
+
+
+# --- processes ---------------------------------------------------------------------------
+
+class Proc:
+    def __init__(self, argv: list[str], port_from_first_line: bool, port: int | None = None):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if port_from_first_line:
+            line = self.proc.stdout.readline()
+            self.port = int(line.strip().rsplit(":", 1)[1])
+        else:
+            self.port = port
+            _wait_listening(port)
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def upstream(cert: Path, key: Path) -> Proc:
+    p = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(cert), str(key)],
+                         stdout=subprocess.PIPE, text=True)
+    port = int(p.stdout.readline())
+    proc = Proc.__new__(Proc)
+    proc.proc, proc.port = p, port
+    return proc
+
+
+def mitmdump() -> Proc:
+    exe = shutil.which("mitmdump") or str(Path(sys.executable).with_name("mitmdump"))
+    port = _free_port()
+    return Proc([exe, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
+                 "--set", "ignore_hosts=.*"], False, port)
+
+
+def inspector(*args: str) -> Proc:
+    return Proc([sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", "0", *args], True)
+
+
+# --- clients -----------------------------------------------------------------------------
+
+async def one_tunnel(proxy: int | None, port: int, ctx: ssl.SSLContext, sni: str | None,
+                     connect_host: str = HOST) -> float:
+    t0 = time.perf_counter()
+    if proxy is None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=sni)
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+        target = f"{connect_host}:{port}"
+        writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            writer.close()
+            raise ConnectionError(head[:40])
+        await writer.start_tls(ctx, server_hostname=sni)
+    try:
+        writer.write(GET)
+        await writer.drain()
+        await reader.read()
+    finally:
+        writer.close()
+    return time.perf_counter() - t0
+
+
+async def run_many(n: int, parallel: int, make) -> tuple[float, list[float], int]:
+    """(tunnels/s, latencies, failures) for n tunnels, `parallel` at a time."""
+    gate = asyncio.Semaphore(parallel)
+    latencies: list[float] = []
+    failures = 0
+
+    async def guarded(i: int) -> None:
+        nonlocal failures
+        async with gate:
+            try:
+                latencies.append(await asyncio.wait_for(make(i), TUNNEL_TIMEOUT))
+            except (OSError, ssl.SSLError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                failures += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(guarded(i) for i in range(n)))
+    return n / (time.perf_counter() - t0), latencies, failures
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))] * 1000
+
+
+# --- sections ----------------------------------------------------------------------------
+
+def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> dict:
+    root = make_cert("bench root", ca=True)
+    leaf = make_cert(HOST, root, sans=(HOST,))
+    (work / "root.pem").write_bytes(root.pem)
+    (work / "leaf.pem").write_bytes(leaf.pem)
+    (work / "leaf.key").write_bytes(leaf.key_pem)
+    ctx = ssl.create_default_context(cafile=str(work / "root.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    up = upstream(work / "leaf.pem", work / "leaf.key")
+    mapping = f"{HOST}:{up.port}:127.0.0.1:{up.port}"
+    md = mitmdump()
+    ti = inspector("--trust", str(work / "root.pem"), "--connect-to", mapping,
+                   "--jsonl", str(work / "throughput.jsonl"))
+    # mitmdump has no --connect-to: it reaches the upstream by address, with the same SNI
+    variants = {
+        "direct": lambda i: one_tunnel(None, up.port, ctx, HOST),
+        "mitmdump": lambda i: one_tunnel(md.port, up.port, ctx, HOST, "127.0.0.1"),
+        "inspector": lambda i: one_tunnel(ti.port, up.port, ctx, HOST),
+    }
+    results = {v: {"seq": [], "conc": [], "lat": [], "failures": 0} for v in variants}
+    try:
+        for v, make in variants.items():  # warm-up: caches, first probe, page cache
+            asyncio.run(run_many(20, 5, make))
+        names = list(variants)
+        for r in range(rounds):
+            order = names[r % 3:] + names[: r % 3]
+            for v in order:
+                rate, lat, fail = asyncio.run(run_many(seq, 1, variants[v]))
+                results[v]["seq"].append(rate)
+                results[v]["lat"] += lat
+                results[v]["failures"] += fail
+                rate, lat, fail = asyncio.run(run_many(conc, parallel, variants[v]))
+                results[v]["conc"].append(rate)
+                results[v]["lat"] += lat
+                results[v]["failures"] += fail
+    finally:
+        for p in (ti, md, up):
+            p.stop()
+    out = {}
+    for v, res in results.items():
+        out[v] = {
+            "seq_tps": statistics.median(res["seq"]),
+            "conc_tps": statistics.median(res["conc"]),
+            "p50_ms": pct(res["lat"], 50),
+            "p99_ms": pct(res["lat"], 99),
+            "failures": res["failures"],
+        }
+    for mode in ("seq", "conc"):
+        per_round = [i / m for i, m in zip(results["inspector"][mode], results["mitmdump"][mode])]
+        out[f"ratio_inspector_vs_mitmdump_{mode}"] = statistics.median(per_round)
+        out[f"ratio_inspector_vs_mitmdump_{mode}_rounds"] = per_round
+    out["rounds"] = rounds
+    return out
+
+
+def verdict_cost(work: Path, repeat: int) -> dict:
+    lab = build_chain_lab(work / "lab")
+    trust = [load_profile("mozilla"), load_profile(str(lab.root_pem))]
+    clients = [load_client_profile(f"old-device={lab.old_device_pem}")]
+    now = dt.datetime.now(dt.timezone.utc)
+    per_chain = {}
+    for name, s in lab.scenarios.items():
+        chain = s.chain_der
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            verify_chain(chain, sni=s.hostname, connect_host=s.hostname, trust=trust,
+                         clients=clients, now=now)
+        per_chain[name] = (time.perf_counter() - t0) / repeat * 1e6
+    return {"us_per_chain_median": statistics.median(per_chain.values()),
+            "us_per_chain_max": max(per_chain.values()), "per_scenario_us": per_chain,
+            "profiles": len(trust) + len(clients)}
+
+
+def cache_effect(work: Path, tunnels: int, hosts: int) -> dict:
+    root = make_cert("cache root", ca=True)
+    leaves = [make_cert(f"h{i}.lab.test", root, sans=(f"h{i}.lab.test",)) for i in range(hosts)]
+    (work / "cache-root.pem").write_bytes(root.pem)
+    servers = [TLSServer([lf.cert], lf.key).start() for lf in leaves]
+    try:
+        judge = ChainJudge([load_profile(str(work / "cache-root.pem"))], [], probe_timeout=10)
+
+        async def go():
+            async def one(i):
+                h = i % hosts
+                name = f"h{h}.lab.test"
+                t = Tunnel(str(uuid.uuid4()), ("127.0.0.1", 1), name, 443,
+                           client_hello=ClientHello(0x0303, name.encode(), True),
+                           upstream=("127.0.0.1", servers[h].port), outcome="established")
+                chain, _ = await judge.judge(t, ("127.0.0.1", servers[h].port))
+                return chain is not None
+            t0 = time.perf_counter()
+            ok = await asyncio.gather(*(one(i) for i in range(tunnels)))
+            return sum(ok), time.perf_counter() - t0
+
+        judged, seconds = asyncio.run(go())
+        return {"tunnels": tunnels, "hosts": hosts, "judged": judged,
+                "probes": judge.probes.misses, "cache_hits": judge.stats()["cache_hits"],
+                "seconds": seconds}
+    finally:
+        for s in servers:
+            s.stop()
+
+
+def load(work: Path, total: int, parallel: int) -> dict:
+    root = make_cert("load root", ca=True)
+    stranger = make_cert("load stranger root", ca=True)
+    certs = {
+        "good": make_cert(HOST, root, sans=(HOST,)),
+        "expired": make_cert(HOST, root, sans=(HOST,), not_before=NOW - 400 * DAY,
+                             not_after=NOW - 10 * DAY),
+        "untrusted": make_cert(HOST, stranger, sans=(HOST,)),
+    }
+    (work / "load-root.pem").write_bytes(root.pem)
+    ups = {}
+    for name, c in certs.items():
+        (work / f"{name}.pem").write_bytes(c.pem)
+        (work / f"{name}.key").write_bytes(c.key_pem)
+        ups[name] = upstream(work / f"{name}.pem", work / f"{name}.key")
+    hosts = {name: f"{name}.lab.test" for name in ups}
+    mapping = [x for name, u in ups.items() for x in ("--connect-to", f"{hosts[name]}:443:127.0.0.1:{u.port}")]
+    jsonl = work / "load.jsonl"
+    ti = inspector("--trust", str(work / "load-root.pem"), "--jsonl", str(jsonl), *mapping)
+    trusting = ssl.create_default_context(cafile=str(work / "load-root.pem"))
+    lax = ssl.create_default_context(cafile=str(work / "load-root.pem"))
+    lax.check_hostname, lax.verify_mode = False, ssl.CERT_NONE
+
+    def make(i: int):
+        kind = ("good", "good", "expired", "untrusted", "nosni")[i % 5]
+        if kind == "nosni":  # a client that sends no SNI to a good host
+            return one_tunnel(ti.port, 443, lax, None, hosts["good"])
+        return one_tunnel(ti.port, 443, trusting, HOST, hosts[kind])
+
+    try:
+        first = min(1000, total)
+        rate1, _, fail1 = asyncio.run(run_many(first, parallel, make))
+        time.sleep(1.0)
+        rss_1k = ti.rss_mb()
+        rate2, _, fail2 = asyncio.run(run_many(total - first, parallel, make))
+        time.sleep(1.0)
+        rss_total = ti.rss_mb()
+        alive = asyncio.run(run_many(1, 1, lambda i: one_tunnel(ti.port, 443, trusting, HOST, hosts["good"])))[2] == 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(jsonl.read_bytes().splitlines()) < total + 1:
+            time.sleep(0.2)
+    finally:
+        ti.stop()
+        for u in ups.values():
+            u.stop()
+    lines = jsonl.read_bytes().splitlines()
+    records = [json.loads(x) for x in lines]
+    ids = {r["id"] for r in records}
+    return {"tunnels": total + 1, "records": len(records), "unique_ids": len(ids),
+            "duplicates": len(records) - len(ids), "proxy_alive_after": alive,
+            "rss_mb_after_1k": rss_1k, "rss_mb_after_all": rss_total,
+            "tunnels_per_s": (rate1 * first + rate2 * (total - first)) / total,
+            "client_side_failures": fail1 + fail2, "parallel": parallel}
+
+
+def ui() -> dict:
+    r = subprocess.run([sys.executable, str(HERE / "bench_ui.py")], capture_output=True, text=True,
+                       timeout=900)
+    path = HERE / "results-ui.json"
+    return json.loads(path.read_text()) if r.returncode == 0 and path.exists() else {"error": r.stderr[-500:]}
+
+
+# --- report ------------------------------------------------------------------------------
+
+def table(res: dict) -> str:
+    t = res["throughput"]
+    lines = [
+        "throughput (CONNECT + TLS 1.3 + one request; medians over rounds)",
+        f"  {'':10} {'seq t/s':>9} {'20x t/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5}",
+    ]
+    for v in ("direct", "mitmdump", "inspector"):
+        x = t[v]
+        lines.append(f"  {v:10} {x['seq_tps']:9.1f} {x['conc_tps']:9.1f} {x['p50_ms']:8.1f} "
+                     f"{x['p99_ms']:8.1f} {x['failures']:5d}")
+    lines.append(f"  inspector / mitmdump: sequential {t['ratio_inspector_vs_mitmdump_seq']:.3f}, "
+                 f"20 at a time {t['ratio_inspector_vs_mitmdump_conc']:.3f}  (target >= 0.95)")
+    v = res["verdict"]
+    lines.append(f"verdict cost: {v['us_per_chain_median']:.0f} us per chain median, "
+                 f"{v['us_per_chain_max']:.0f} us max ({v['profiles']} profiles)")
+    c = res["cache"]
+    lines.append(f"cache: {c['tunnels']} tunnels over {c['hosts']} hosts -> {c['probes']} probes "
+                 f"({c['cache_hits']} cache hits, {c['seconds']:.2f} s)")
+    ld = res["load"]
+    lines.append(f"load: {ld['tunnels']} tunnels, {ld['parallel']} at a time -> {ld['records']} records, "
+                 f"{ld['duplicates']} duplicates, proxy alive: {ld['proxy_alive_after']}, "
+                 f"{ld['tunnels_per_s']:.0f} tunnels/s")
+    lines.append(f"RSS: {ld['rss_mb_after_1k']:.0f} MB after 1,000 tunnels, "
+                 f"{ld['rss_mb_after_all']:.0f} MB after {ld['tunnels']:,}")
+    u = res.get("ui") or {}
+    if "error" not in u and u:
+        lines.append("ui: " + ", ".join(f"{k} {v}" for k, v in u.items() if not isinstance(v, (dict, list))))
+    elif u:
+        lines.append(f"ui: failed: {u['error']}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller counts, same figures")
+    ap.add_argument("--no-ui", action="store_true", help="skip the UI benchmark")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    a = ap.parse_args()
+    q = a.quick
+    with tempfile.TemporaryDirectory(prefix="ti-bench-") as d:
+        work = Path(d)
+        res = {"when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+               "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"}
+        res["throughput"] = throughput(work, rounds=3 if q else 6, seq=40 if q else 100,
+                                       conc=100 if q else 300, parallel=20)
+        res["verdict"] = verdict_cost(work, repeat=5 if q else 30)
+        res["cache"] = cache_effect(work, tunnels=1000, hosts=10)
+        res["load"] = load(work, total=2000 if q else 10000, parallel=50)
+        if not a.no_ui:
+            res["ui"] = ui()
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(table(res))
+    print(f"\nwritten to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
