@@ -56,13 +56,9 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
 
 async def loaded(pilot, app: InspectorApp, count: int | None = None) -> None:
     """The file is read and every record it had is on screen."""
-    await wait_for(pilot, lambda: app.feed.loaded.is_set() and not app._pending
+    await wait_for(pilot, lambda: app.feed.loaded.is_set() and not app.waiting
                    and (count is None or len(app.model.rows) >= count), what="the file to load")
     await pilot.pause(0.2)
-
-
-def table_lines(app: InspectorApp) -> list[str]:
-    return [line for line in screen_text(app).splitlines()]
 
 
 def rows_shown(app: InspectorApp) -> list[str]:
@@ -445,7 +441,7 @@ def test_h_lists_hosts_with_counts_and_enter_shows_their_tunnels(jsonl, records,
             assert main.codes["sni-missing"] == 1 and main.codes["expired"] == 1
             line = next(ln for ln in screen_text(app).splitlines() if ln.strip().startswith(target))
             assert f" 5 {main.flagged:>7} " in line and "3: " in line and "untrusted" in line and "error" in line
-            assert "sni-missing×1" in line
+            assert "server-alert×2" in line  # errors first, the most frequent first
             # worst first: both hosts have errors; the busier one leads
             assert app.hosts.hosts[0].target == target
             await pilot.press("enter")
@@ -482,6 +478,7 @@ def test_p_pauses_with_a_waiting_count_and_resumes(tmp_path, records):
             await pilot.pause(0.1)
             assert len(app.model.rows) == len(records)
             assert "PAUSED" not in screen_text(app)
+        assert feed.stopped  # the app stops its feed on the way out
 
     asyncio.run(run())
 
@@ -498,7 +495,7 @@ def test_c_clears_everything_shown_and_waiting(tmp_path, records):
             feed.push(*records)
             await pilot.press("c")
             await pilot.pause(0.1)
-            assert len(app.model.rows) == 0 and not app._pending
+            assert len(app.model.rows) == 0 and not app.waiting
             assert "0 tunnels" in screen_text(app) and "sni-missing" not in screen_text(app)
             await pilot.press("p")
             feed.push(records[1])

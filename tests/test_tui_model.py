@@ -55,7 +55,7 @@ def test_outcome_severity_codes_and_ipv6_target():
     row = build(r)
     assert row.target == "[::1]:443"
     assert row.outcome == "server alert unrecognized_name"
-    assert row.codes == (("connect-ip", 0), ("expiring-soon", WARNING))
+    assert row.codes == (("expiring-soon", WARNING), ("connect-ip", 0))  # worst first
     assert row.severity == WARNING and row.flagged
     assert build(rec()).severity == NO_SEVERITY
 

@@ -30,6 +30,7 @@ from inspector.export import export_flagged
 
 from .detail import DetailPane
 from .eventlog import EventLog, LogRouter, default_log_path
+from .feeds import Feed
 from .header import Status, StatusHeader, status_text
 from .hosts import HostsTable
 from .messages import FollowChanged, HostChosen, SearchChanged, TunnelChosen, TunnelHighlighted
@@ -77,7 +78,7 @@ class InspectorApp(App[int]):
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, feed, export_dir: Path | None = None, *,
+    def __init__(self, feed: Feed, export_dir: Path | None = None, *,
                  log_path: Path | None | object = _DEFAULT, flush_interval: float = 0.15,
                  quit_after: float | None = None) -> None:
         """log_path: where log records go while the UI runs (default: the user's state
@@ -102,6 +103,7 @@ class InspectorApp(App[int]):
         self._widgets: dict = {}
         self._frozen_at = 0
         self._last_toast = -TOAST_EVERY
+        self._status_shown = None
         self._unseen_warnings = 0
 
     # --- layout -----------------------------------------------------------------------
@@ -114,6 +116,11 @@ class InspectorApp(App[int]):
         yield DetailPane(id="detail")
         yield EventLog(id="eventlog")
         yield Footer()
+
+    @property
+    def waiting(self) -> int:
+        """Rows received but not applied yet (paused, or until the next tick)."""
+        return len(self._pending)
 
     @property
     def table(self) -> TunnelTable:
@@ -220,7 +227,7 @@ class InspectorApp(App[int]):
         elif self.model.hosts_behind:
             # Idle: count rows into the hosts view a slice at a time, so `h` is instant.
             self.model.catch_up_hosts(HOSTS_PER_IDLE_FLUSH)
-        self.status.waiting = len(self._pending)
+        self.status.waiting = self.waiting
         self.status.stats = self._feed_stats()
         self._render_status()
 
@@ -260,7 +267,10 @@ class InspectorApp(App[int]):
         self.status.view = "hosts" if self.hosts.display else "tunnels"
         self.status.paused = self.paused
         self.status.follow = self.table.follow
-        self._widgets["status"].update(status_text(self.model, self.status))
+        text = status_text(self.model, self.status)
+        if text != self._status_shown:  # most ticks change nothing; the size never changes
+            self._widgets["status"].update(text, layout=False)
+            self._status_shown = text
 
     # --- full records -----------------------------------------------------------------
 

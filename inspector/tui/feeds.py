@@ -25,7 +25,6 @@ from typing import Protocol, runtime_checkable
 
 from inspector.escape import safe
 from inspector.jsonl_reader import Entry, JsonlReader
-
 from inspector.stream import RecordStream
 
 log = logging.getLogger(__name__)
@@ -63,6 +62,7 @@ class ProxyFeed:
         self._stream = stream
         self._proxy = Proxy(addons, options, intercept=intercept)
         self._sink: OnRecord | None = None
+        self.address: tuple[str, int] | None = None  # where it listens, once started
 
     async def start(self, on_record: OnRecord) -> str:
         self._sink = on_record
@@ -72,6 +72,7 @@ class ProxyFeed:
         except BaseException:
             self._stream.unsubscribe(on_record)
             raise
+        self.address = (host, port)
         shown = f"[{host}]" if ":" in host else host
         return f"listening on {shown}:{port}"
 

@@ -50,7 +50,7 @@ class TunnelRow:
     sni_state: int
     outcome: str
     verdict: str
-    codes: tuple[tuple[str, int], ...]  # (code, severity rank), in record order
+    codes: tuple[tuple[str, int], ...]  # (code, severity rank), worst first
     severity: int  # worst severity rank, NO_SEVERITY without findings
     flagged: bool
     haystack: str  # lowercase: target, SNI, codes, certificate subjects
@@ -152,7 +152,8 @@ class RowBuilder:
         key = tuple((f.get("code"), f.get("severity")) for f in findings)
         derived = self._findings.get(key)
         if derived is None:
-            codes = tuple((safe(code), _rank(sev)) for code, sev in key)
+            # worst first: a narrow findings column still shows what matters most
+            codes = tuple(sorted(((safe(code), _rank(sev)) for code, sev in key), key=lambda c: -c[1]))
             names = frozenset(c for c, _ in codes)
             derived = self._findings[key] = (
                 codes, names, max((r for _, r in codes), default=NO_SEVERITY),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from inspector.escape import safe
@@ -38,9 +39,14 @@ def run_open(args: argparse.Namespace) -> int:
     return _run(InspectorApp(feed, export_dir=Path(getattr(args, "export_dir", ".") or ".")))
 
 
-def run_live(args: argparse.Namespace, options: dict) -> int:
+def run_live(args: argparse.Namespace, options: dict,
+             wrap_feed: Callable[[ProxyFeed, Callable[[], int]], object] | None = None) -> int:
     """The proxy with the live UI; --export-flagged and --fail-on apply at exit as in
-    headless mode, --duration ends the UI after that many seconds."""
+    headless mode, --duration ends the UI after that many seconds.
+
+    wrap_feed(feed, port_of) may wrap the proxy's feed (the demo starts its clients
+    once the proxy listens); port_of() is the port the proxy listens on.
+    """
     from addons.tunnel_inspector import TunnelInspector
 
     addon = TunnelInspector()
@@ -51,7 +57,13 @@ def run_live(args: argparse.Namespace, options: dict) -> int:
     if export_to:
         addon.stream.subscribe(lambda r: flagged.append(r) if r.get("flagged") else None)
     feed = ProxyFeed([addon], options, addon.stream, intercept=getattr(args, "intercept", False))
-    app = InspectorApp(feed, export_dir=Path(getattr(args, "export_dir", ".") or "."),
+
+    def port_of() -> int:
+        assert feed.address is not None, "the proxy is not listening yet"
+        return feed.address[1]
+
+    app = InspectorApp(wrap_feed(feed, port_of) if wrap_feed else feed,
+                       export_dir=Path(getattr(args, "export_dir", ".") or "."),
                        quit_after=getattr(args, "duration", None))
     code = _run(app)
     if code != EXIT_OK:

@@ -122,18 +122,20 @@ def _findings(record: dict) -> list[RenderableType]:
         out.append(Text("none: nothing wrong was seen on this tunnel", "green"))
         return out
     order = {"error": 0, "warning": 1, "info": 2}
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True, width=7)
+    grid.add_column(ratio=1)  # wraps inside its column: hints are sentences
     for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
         sev = f.get("severity") if f.get("severity") in SEVERITY_STYLE else "info"
-        line = Text()
-        line.append(f"{safe(sev).upper():8}", SEVERITY_STYLE[sev])
-        line.append_text(_t(f.get("code"), "bold"))
-        line.append("  ")
-        line.append_text(_t(f.get("message")))
-        out.append(line)
+        body = Text()
+        body.append_text(_t(f.get("code"), "bold"))
+        body.append("  ")
+        body.append_text(_t(f.get("message")))
         if f.get("hint"):
-            hint = Text("        fix: ", "cyan")
-            hint.append_text(_t(f.get("hint")))
-            out.append(hint)
+            body.append("\nfix: ", "cyan")
+            body.append_text(_t(f.get("hint")))
+        grid.add_row(Text(sev.upper(), SEVERITY_STYLE[sev]), body)
+    out.append(grid)
     return out
 
 

@@ -41,9 +41,15 @@ class _PanelHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            text = self.format(record)
+            message = record.getMessage()
         except (TypeError, ValueError) as e:  # a bad format string in someone's log call
-            text = f"{record.name}: unformattable log message ({e})"
+            message = f"unformattable log message ({e})"
+        if record.exc_info and record.exc_info[1] is not None:
+            # The traceback is for the log file; the panel says what failed.
+            exc = record.exc_info[1]
+            message += f" ({type(exc).__name__}: {exc}; traceback in the log file)"
+        when = self.formatter.formatTime(record, "%H:%M:%S") if self.formatter else ""
+        text = f"{when} {record.levelname} {record.name}: {message}"
         if len(self.entries) == self.entries.maxlen:
             self.dropped += 1
         # One line per entry, every character visible: log text may quote hostnames.
@@ -56,8 +62,7 @@ class LogRouter:
     def __init__(self, log_path: Path | None) -> None:
         self.log_path = log_path
         self.panel = _PanelHandler()
-        self.panel.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                                  "%H:%M:%S"))
+        self.panel.setFormatter(logging.Formatter())
         self._file: logging.Handler | None = None
         self._saved: tuple | None = None
         self.file_error: str | None = None

@@ -25,19 +25,22 @@ class Status:
     stats: dict = field(default_factory=dict)
 
 
+SOURCE_MAX = 44  # the feed's status is cut here; the filter and stats come after it
+
+
 def status_text(model: TunnelModel, status: Status) -> Text:
-    """Two lines: state and filter; then counts, flagged and per-code."""
-    top = Text(no_wrap=True, overflow="ellipsis")
-    top.append(" tunnel-inspector ", "bold reverse")
-    top.append("  ")
-    top.append(safe(status.source), "bold red" if status.failed else "bold")
-    top.append("   ")
+    """Two lines, never wrapped: where from, state, filter, feed stats; then counts."""
+    source = safe(status.source)
+    if len(source) > SOURCE_MAX:
+        source = source[: SOURCE_MAX - 1] + "…"
+    parts = [Text(source, "bold red" if status.failed else "bold")]
     if status.paused:
-        top.append(f" ❚❚ PAUSED: {status.waiting:,} waiting ", "bold black on yellow")
+        parts.append(Text(f" ❚❚ PAUSED: {status.waiting:,} waiting ", "bold black on yellow"))
     elif status.view == "tunnels":
-        top.append("● following" if status.follow else "○ not following (end resumes)",
-                   "green" if status.follow else "dim")
-    top.append(f"   view: {status.view}", "dim")
+        parts.append(Text("● following", "green") if status.follow
+                     else Text("○ not following (end resumes)", "dim"))
+    if status.view != "tunnels":
+        parts.append(Text(f"view: {status.view}", "bold"))
     filters = []
     if model.flagged_only:
         filters.append("flagged only")
@@ -46,13 +49,13 @@ def status_text(model: TunnelModel, status: Status) -> Text:
     if model.host is not None:
         filters.append(f"host {model.host}")
     if filters:
-        top.append("   filter: ", "dim")
-        top.append(", ".join(filters), "bold cyan")
+        parts.append(Text.assemble(("filter: ", "dim"), (", ".join(filters), "bold cyan")))
     if status.stats:
-        top.append("   ")
-        top.append("  ".join(f"{safe(k).replace('_', ' ')} {safe(v)}" for k, v in status.stats.items()), "dim")
+        parts.append(Text("  ".join(f"{safe(k).replace('_', ' ')} {safe(v)}"
+                                    for k, v in status.stats.items()), "dim"))
+    top = Text.assemble((" tunnel-inspector ", "bold reverse"), "  ", Text("   ").join(parts))
 
-    counts = Text(no_wrap=True, overflow="ellipsis")
+    counts = Text()
     counts.append(f" {len(model.rows):,} tunnels", "bold")
     counts.append("  ")
     counts.append(f"{model.flagged:,} flagged", "bold red" if model.flagged else "dim")
@@ -68,7 +71,9 @@ def status_text(model: TunnelModel, status: Status) -> Text:
             if i:
                 counts.append("  ")
             counts.append(f"{code} {n:,}", _CODE_STYLE.get(model.code_severity.get(code, INFO), ""))
-    return Text("\n").join([top, counts])
+    text = Text("\n").join([top, counts])
+    text.no_wrap, text.overflow = True, "ellipsis"  # a long line is cut, never pushes line 2 away
+    return text
 
 
 class StatusHeader(Static):
@@ -76,5 +81,7 @@ class StatusHeader(Static):
     StatusHeader {
         height: 2;
         background: $panel;
+        text-wrap: nowrap;
+        text-overflow: ellipsis;
     }
     """

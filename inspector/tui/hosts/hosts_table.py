@@ -90,11 +90,14 @@ class HostsTable(VirtualTable):
                 style = None
             snis.append((sni, style))
         codes: list[Part] = []
-        for i, (code, n) in enumerate(sorted(h.codes.items(), key=lambda kv: -kv[1])):
+        severity = self.model.code_severity
+        # worst first, then the most frequent
+        ranked = sorted(h.codes.items(), key=lambda kv: (-severity.get(kv[0], INFO), -kv[1], kv[0]))
+        for i, (code, n) in enumerate(ranked):
             if i:
                 codes.append(("  ", None))
-            rank = self.model.code_severity.get(code, INFO)
-            codes.append((f"{code}×{n}", muted if rank <= INFO else None))
+            rank = severity.get(code, INFO)
+            codes.append((f"{code}×{n}", self.style(_SEVERITY.get(rank, ("", "muted"))[1])))
         label, sev_style = _SEVERITY.get(h.severity, ("-", "muted"))
         cells = [
             [(h.target, None)],

@@ -16,10 +16,11 @@ from textual import events
 from textual.binding import Binding
 
 from ..messages import FollowChanged, TunnelChosen, TunnelHighlighted
-from ..model import ERROR, INFO, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
+from ..model import ERROR, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
 from .virtual import Column, Part, VirtualTable
 
 _VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "-": "muted"}
+_CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own severity's colour
 
 
 class TunnelTable(VirtualTable):
@@ -29,7 +30,7 @@ class TunnelTable(VirtualTable):
         Column("CONNECT host:port", weight=4, min_width=16, middle=True),
         Column("SNI", weight=4, min_width=12, middle=True),
         # "server alert unrecognized_name" is 30
-        Column("outcome", weight=3, min_width=19, max_width=32),
+        Column("outcome", weight=5, min_width=19, max_width=32),
         Column("verdict", 9),
         Column("findings", weight=3, min_width=10),
     )
@@ -71,7 +72,7 @@ class TunnelTable(VirtualTable):
         for i, (code, rank) in enumerate(row.codes):
             if i:
                 codes.append((" ", None))
-            codes.append((code, muted if rank <= INFO else None))
+            codes.append((code, self.style(_CODE_STYLE.get(rank, "muted"))))
         cells = [
             [(row.time, muted)],
             [(row.client, muted)],
