@@ -12,10 +12,8 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from .proxy import Proxy, ProxyStartError
-from .stream import Summary, format_line
-
-EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
-
+from .run_report import EXIT_USAGE, RunReport
+from .stream import format_line
 
 class CliError(Exception):
     """A sentence for stderr, and exit 2."""
@@ -217,16 +215,11 @@ async def run_headless(
     """
     from addons.tunnel_inspector import TunnelInspector
 
-    from .export import write_export
-
     addon = TunnelInspector()
-    summary = Summary()
-    flagged: list[dict] = []
+    report = RunReport(args.export_flagged, args.fail_on)
     colour = sys.stdout.isatty()
-    addon.stream.subscribe(summary)
+    addon.stream.subscribe(report)
     addon.stream.subscribe(lambda r: print(format_line(r, colour), flush=True))
-    if args.export_flagged:
-        addon.stream.subscribe(lambda r: flagged.append(r) if r["flagged"] else None)
     proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
     with _StopSignals() as stop:
         try:
@@ -239,19 +232,7 @@ async def run_headless(
         if job is not None and not job.done():
             job.cancel()
         await proxy.stop()
-    print(summary.line(), flush=True)
-    if args.export_flagged:
-        try:
-            n = write_export(args.export_flagged, flagged)
-        except OSError as e:
-            raise CliError(f"cannot write {args.export_flagged}: {e.strerror}") from None
-        print(f"exported {n} flagged tunnels to {args.export_flagged}", flush=True)
-    if args.fail_on != "never" and (failing := summary.failing(args.fail_on)):
-        print(f"failing (--fail-on {args.fail_on}): {len(failing)} hosts", flush=True)
-        for host_port, codes in sorted(failing.items()):
-            print(f"  {host_port}  {', '.join(codes)}", flush=True)
-        return EXIT_FLAGGED
-    return EXIT_OK
+    return report.finish()
 
 
 def _setup_logging() -> None:

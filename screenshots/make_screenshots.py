@@ -1,10 +1,12 @@
 """Render the UI to SVG from a recorded stream: main table, one tunnel's detail, hosts view.
 
+    python screenshots/make_screenshots.py --demo [--png]      # what README shows
     python screenshots/make_screenshots.py RECORDS.jsonl [--id RECORD_ID] [--out DIR]
         [--size 160x45] [--png]
 
-Without --id, the detail shows the first tunnel with an error finding (else the last
-one). --png also converts each SVG with rsvg-convert (Debian: librsvg2-bin), which
+--demo records a run of `tunnel-inspector demo --headless` and details its incident-1
+tunnel (the expired cross-signed root). Without --id, the detail shows the first
+tunnel with an error finding (else the last one). --png also converts each SVG with rsvg-convert (Debian: librsvg2-bin), which
 keeps the monospace columns aligned.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import shutil
 import subprocess
 import sys
@@ -82,9 +85,22 @@ def to_png(svg: Path) -> Path | None:
     return png
 
 
+def record_demo(jsonl: Path) -> str:
+    """Run the headless demo into `jsonl`; the id of its incident-1 tunnel."""
+    subprocess.run([sys.executable, "-m", "inspector.cli", "demo", "--headless", "--jsonl", str(jsonl)],
+                   check=True, stdout=subprocess.DEVNULL, timeout=300)
+    for line in jsonl.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["connect"]["host"].startswith("expired-cross-root.") and \
+                rec["handshake"]["outcome"] == "established":
+            return rec["id"]
+    raise SystemExit("the demo recorded no incident-1 tunnel")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("jsonl", type=Path)
+    parser.add_argument("jsonl", type=Path, nargs="?")
+    parser.add_argument("--demo", action="store_true", help="record the demo and render it")
     parser.add_argument("--id", dest="record_id", help="the record whose detail is shown")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     parser.add_argument("--size", default="160x45", help="columns x rows (default 160x45)")
@@ -94,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         cols, rows = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
         parser.error(f"--size {args.size!r} is not COLSxROWS")
-    written = asyncio.run(render(args.jsonl, args.out, args.record_id, (cols, rows)))
+    if args.demo == (args.jsonl is not None):
+        parser.error("give either RECORDS.jsonl or --demo")
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.demo:
+            args.jsonl = Path(scratch) / "demo.jsonl"
+            args.record_id = record_demo(args.jsonl)
+        written = asyncio.run(render(args.jsonl, args.out, args.record_id, (cols, rows)))
     for svg in written:
         print(svg)
         if args.png and (png := to_png(svg)):

@@ -12,14 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inspector.escape import safe
-from inspector.export import write_export
-from inspector.stream import Summary
+from inspector.run_report import EXIT_OK, EXIT_USAGE, RunReport
 
 from .app import InspectorApp
 from .feeds import FileFeed, ProxyFeed
-
-EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
-
 
 def _run(app: InspectorApp) -> int:
     app.run()
@@ -50,12 +46,8 @@ def run_live(args: argparse.Namespace, options: dict,
     from addons.tunnel_inspector import TunnelInspector
 
     addon = TunnelInspector()
-    summary = Summary()
-    addon.stream.subscribe(summary)
-    flagged: list[dict] = []
-    export_to = getattr(args, "export_flagged", None)
-    if export_to:
-        addon.stream.subscribe(lambda r: flagged.append(r) if r.get("flagged") else None)
+    report = RunReport(getattr(args, "export_flagged", None), getattr(args, "fail_on", "never"))
+    addon.stream.subscribe(report)
     feed = ProxyFeed([addon], options, addon.stream, intercept=getattr(args, "intercept", False))
 
     def port_of() -> int:
@@ -66,20 +58,4 @@ def run_live(args: argparse.Namespace, options: dict,
                        export_dir=Path(getattr(args, "export_dir", ".") or "."),
                        quit_after=getattr(args, "duration", None))
     code = _run(app)
-    if code != EXIT_OK:
-        return code
-    print(summary.line(), flush=True)
-    if export_to:
-        try:
-            n = write_export(export_to, flagged)
-        except OSError as e:
-            print(f"tunnel-inspector: cannot write {safe(export_to)}: {e.strerror or e}", file=sys.stderr)
-            return EXIT_USAGE
-        print(f"exported {n} flagged tunnels to {safe(export_to)}", flush=True)
-    fail_on = getattr(args, "fail_on", "never")
-    if fail_on != "never" and (failing := summary.failing(fail_on)):
-        print(f"failing (--fail-on {fail_on}): {len(failing)} hosts", flush=True)
-        for host_port, codes in sorted(failing.items()):
-            print(f"  {safe(host_port)}  {', '.join(safe(c) for c in codes)}", flush=True)
-        return EXIT_FLAGGED
-    return EXIT_OK
+    return code if code != EXIT_OK else report.finish()

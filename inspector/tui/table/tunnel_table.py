@@ -26,13 +26,13 @@ _CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own sever
 class TunnelTable(VirtualTable):
     COLUMNS = (
         Column("time", 8),
-        Column("client", weight=2, min_width=15, max_width=21),
-        Column("CONNECT host:port", weight=4, min_width=16, middle=True),
-        Column("SNI", weight=4, min_width=12, middle=True),
+        Column("client", weight=1, min_width=15, max_width=21),
+        Column("CONNECT host:port", weight=3, min_width=16, max_width=32, middle=True),
+        Column("SNI", weight=3, min_width=12, max_width=28, middle=True),
         # "server alert unrecognized_name" is 30
         Column("outcome", weight=5, min_width=19, max_width=32),
         Column("verdict", 9),
-        Column("findings", weight=3, min_width=10),
+        Column("findings", weight=6, min_width=10),  # the why: gets the room left
     )
     BINDINGS = [Binding("enter", "choose", "Detail")]
     COMPONENT_CLASSES = {"tunnels--sni-none", "tunnels--sni-mismatch"}
