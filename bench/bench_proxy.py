@@ -55,14 +55,12 @@ TUNNEL_TIMEOUT = 20.0
 # --- processes ---------------------------------------------------------------------------
 
 class Proc:
-    def __init__(self, argv: list[str], port_from_first_line: bool, port: int | None = None):
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        if port_from_first_line:
-            line = self.proc.stdout.readline()
-            self.port = int(line.strip().rsplit(":", 1)[1])
-        else:
-            self.port = port
-            _wait_listening(port)
+    """A proxy under test. Its stdout goes nowhere: an unread pipe fills up."""
+
+    def __init__(self, argv: list[str], port: int):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.port = port
+        _wait_listening(port)
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -111,11 +109,13 @@ def mitmdump() -> Proc:
     exe = shutil.which("mitmdump") or str(Path(sys.executable).with_name("mitmdump"))
     port = _free_port()
     return Proc([exe, "-q", "--listen-host", "127.0.0.1", "--listen-port", str(port),
-                 "--set", "ignore_hosts=.*"], False, port)
+                 "--set", "ignore_hosts=.*"], port)
 
 
 def inspector(*args: str) -> Proc:
-    return Proc([sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", "0", *args], True)
+    port = _free_port()
+    return Proc([sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", str(port),
+                 *args], port)
 
 
 # --- clients -----------------------------------------------------------------------------

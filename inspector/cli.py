@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from .proxy import Proxy, ProxyStartError
 from .run_report import EXIT_USAGE, RunReport
-from .stream import format_line
+from .stream import LinePrinter
 
 class CliError(Exception):
     """A sentence for stderr, and exit 2."""
@@ -217,9 +217,9 @@ async def run_headless(
 
     addon = TunnelInspector()
     report = RunReport(args.export_flagged, args.fail_on)
-    colour = sys.stdout.isatty()
+    lines = LinePrinter(colour=sys.stdout.isatty())
     addon.stream.subscribe(report)
-    addon.stream.subscribe(lambda r: print(format_line(r, colour), flush=True))
+    addon.stream.subscribe(lines)
     proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
     with _StopSignals() as stop:
         try:
@@ -232,6 +232,7 @@ async def run_headless(
         if job is not None and not job.done():
             job.cancel()
         await proxy.stop()
+    lines.close()
     return report.finish()
 
 

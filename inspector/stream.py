@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import sys
+import threading
 from collections import Counter
 from collections.abc import Callable
 
@@ -94,6 +97,49 @@ class Summary:
             if bad:
                 out[host] = bad
         return out
+
+
+class LinePrinter:
+    """Headless lines on stdout without letting a slow reader stall the proxy.
+
+    print() on a full pipe blocks, and with it the proxy's one event loop: every tunnel
+    would freeze because nobody reads stdout (seen: a benchmark that read only the first
+    line hung the proxy after ~500 tunnels). Lines go through a bounded queue to a
+    writer thread; a reader that falls that far behind loses lines, counted and
+    reported at exit. The records themselves still reach --jsonl in full.
+    """
+
+    def __init__(self, colour: bool = False, capacity: int = 10000, out=None) -> None:
+        self._out = out or sys.stdout
+        self._colour = colour
+        self._queue: queue.Queue[str | None] = queue.Queue(capacity)
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._write, name="headless-lines", daemon=True)
+        self._thread.start()
+
+    def __call__(self, record: dict) -> None:
+        try:
+            self._queue.put_nowait(format_line(record, self._colour))
+        except queue.Full:
+            self.dropped += 1
+
+    def _write(self) -> None:
+        while (line := self._queue.get()) is not None:
+            self._out.write(line + "\n")
+            if self._queue.empty():
+                self._out.flush()
+        self._out.flush()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (waiting at most `timeout` for a slow reader)."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        if self.dropped:
+            print(f"tunnel-inspector: {self.dropped} lines not printed: stdout was not being "
+                  "read fast enough (the --jsonl records are complete)", file=sys.stderr)
 
 
 _COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m"}

@@ -196,3 +196,19 @@ def _hand_hello(sni: bytes) -> bytes:
             + len(exts).to_bytes(2, "big") + exts)
     msg = b"\x01" + len(body).to_bytes(3, "big") + body
     return b"\x16\x03\x01" + len(msg).to_bytes(2, "big") + msg
+
+
+def test_an_unread_stdout_does_not_stall_the_proxy(start_proxy, strict_server, pki):
+    """The test harness reads the proxy's stdout only at the end: 1,200 lines (~100 KB) fill
+    a pipe; the relay must not wait for the reader."""
+    port = strict_server.port
+    p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}", "--no-probe")
+    ctx = ssl.create_default_context(cafile=pki["root_pem"])
+    deadline = time.monotonic() + 90
+    for _ in range(1200):
+        assert time.monotonic() < deadline, "the proxy slowed to a stall"
+        with ctx.wrap_socket(connect_tunnel(p.port, HOST, port), server_hostname=HOST):
+            pass
+    assert len(p.records(1200, timeout=20)) == 1200
+    code, out, err = p.stop()
+    assert code == 0 and out.count("CONNECT ") == 1200 and "not printed" not in err
