@@ -17,9 +17,11 @@ import ssl
 import time
 from collections.abc import Sequence
 
-from mitmproxy import connection, ctx, exceptions, http, tcp, tls
-from mitmproxy.proxy import layer as proxy_layer
+from mitmproxy import connection, ctx, exceptions, http, tls
+from mitmproxy.proxy import events, layer
 from mitmproxy.proxy.layers import TCPLayer
+from mitmproxy.proxy.layers.tcp import TcpMessageInjected
+from mitmproxy.proxy.utils import expect
 from mitmproxy.proxy.layers.http import HttpStream
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
@@ -40,15 +42,30 @@ log = logging.getLogger(__name__)
 
 
 class _ObservedTCPLayer(TCPLayer):
-    """A relaying TCP layer whose observation can be switched off mid-tunnel.
+    """mitmproxy's raw TCP relay, with the tunnel's bytes shown to an observer first.
 
-    TCPLayer relays without building messages or calling hooks when its flow is None
-    (that is how mitmproxy relays ignored hosts); dropping the flow once the handshake
-    is decided makes the rest of the tunnel cost what an ignored connection costs.
+    Built as an ignored-host relay (no TCPFlow, so no tcp_* hooks): a hook event is
+    dispatched to every addon, and the per-tunnel hooks were most of the inspector's
+    cost over bare mitmproxy. The observer sees each chunk before it is relayed, and
+    is dropped once the handshake is decided: from then on the tunnel costs exactly
+    what an ignored connection costs.
     """
 
+    def __init__(self, context, observe, closed) -> None:
+        super().__init__(context, ignore=True)
+        self._observe = observe  # (from_client, data) -> None
+        self._closed = closed  # () -> None, once both directions have closed
+
     def stop_observing(self) -> None:
-        self.flow = None
+        self._observe = self._closed = None
+
+    @expect(events.DataReceived, events.ConnectionClosed, TcpMessageInjected)
+    def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
+        if self._observe is not None and isinstance(event, events.DataReceived):
+            self._observe(event.connection == self.context.client, event.data)
+        yield from super().relay_messages(event)
+        if self._closed is not None and self._handle_event == self.done:
+            self._closed()
 
 
 class _Live:
@@ -213,7 +230,7 @@ class TunnelInspector:
                          f"{connect_error_text(reason)} (proxy answered {code})")
         self._finish(flow.client_conn.id)
 
-    def next_layer(self, nextlayer: proxy_layer.NextLayer) -> None:
+    def next_layer(self, nextlayer: layer.NextLayer) -> None:
         ctx_ = nextlayer.context
         if len(ctx_.layers) == 1 and (first := nextlayer.data_client()):
             # The client's first bytes to the proxy itself: kept until a request parses, so
@@ -230,7 +247,11 @@ class TunnelInspector:
             or not isinstance(ctx_.layers[-1], (HttpStream, HttpUpstreamProxy))
         ):
             return
-        live.layer = _ObservedTCPLayer(ctx_)
+        cid = ctx_.client.id
+        live.layer = _ObservedTCPLayer(
+            ctx_, lambda from_client, data: self._observed(cid, from_client, data),
+            lambda: self._closed(cid),
+        )
         nextlayer.layer = live.layer
 
     # --- intercept mode: mitmproxy terminates TLS on both sides ---------------------
@@ -301,24 +322,10 @@ class TunnelInspector:
 
     # --- passthrough: the relayed bytes ---------------------------------------------
 
-    def tcp_message(self, flow: tcp.TCPFlow) -> None:
-        live = self._live.get(flow.client_conn.id)
-        if live is None:
-            return
-        msg = flow.messages[-1]
-        del flow.messages[:-1]  # the relay keeps no history for us
-        if live.tracker.feed(msg.from_client, msg.content):
-            self._finish(flow.client_conn.id)
-
-    def tcp_end(self, flow: tcp.TCPFlow) -> None:
-        self._closed(flow.client_conn.id)
-
-    def tcp_error(self, flow: tcp.TCPFlow) -> None:
-        live = self._live.get(flow.client_conn.id)
-        if live is not None and live.tunnel.upstream is None:
-            live.tracker.end(handshake.CONNECT_FAILED,
-                             connect_error_text(flow.error.msg if flow.error else None))
-        self._closed(flow.client_conn.id)
+    def _observed(self, cid: str, from_client: bool, data: bytes) -> None:
+        live = self._live.get(cid)
+        if live is not None and live.tracker.feed(from_client, data):
+            self._finish(cid)
 
     def client_disconnected(self, client: connection.Client) -> None:
         # The safety net: whatever path a tunnel took, it gets its record here at the latest.
@@ -344,8 +351,6 @@ class TunnelInspector:
         live = self._live.get(cid)
         if live is not None:
             live.tracker.closed()
-            # The TCP layer is ending this flow itself (tcp_end runs inside it): leave it be.
-            live.layer = None
             self._finish(cid)
 
     def _timed_out(self, cid: str, seconds: float) -> None:

@@ -13,8 +13,7 @@ import time
 import uuid
 
 from .analysis import tunnel_findings
-from .chain.judge import ChainJudge
-from .chain.probe import probe
+from .chain.judge import ChainJudge, upstream_proxy_address
 from .chain.trust import TrustError, load_client_profile, load_profile
 from .connect_to import ConnectTo, ConnectToError
 from .record import Tunnel
@@ -39,20 +38,14 @@ def parse_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _upstream(url: str | None) -> tuple[str, int] | None:
-    if not url:
-        return None
-    host, port = parse_target(url.removeprefix("http://").rstrip("/"))
-    return host, port
-
-
 async def run_probe(args: argparse.Namespace) -> int:
     try:
         host, port = parse_target(args.target)
         target = ConnectTo(args.connect_to).target(host, port) or (host, port)
         trust = [load_profile(spec) for spec in (args.trust or ["mozilla"])]
         clients = [load_client_profile(spec) for spec in args.client]
-        upstream = _upstream(args.upstream_proxy)
+        upstream = upstream_proxy_address([f"upstream:{args.upstream_proxy}"]) \
+            if args.upstream_proxy else None
     except (ValueError, ConnectToError, TrustError) as e:
         print(f"tunnel-inspector probe: {e}", file=sys.stderr)
         return EXIT_NO_PROBE
@@ -61,11 +54,7 @@ async def run_probe(args: argparse.Namespace) -> int:
     judge = ChainJudge(trust, clients, probe_timeout=args.probe_timeout,
                        upstream_proxy=upstream, expiring_days=args.expiring_days)
     started = time.time()
-    if upstream:
-        result = await probe(*upstream, sni, timeout=args.probe_timeout,
-                             upstream_proxy=upstream, connect_name=target)
-    else:
-        result = await probe(*target, sni, timeout=args.probe_timeout)
+    result = await judge.probe(target, sni)
     if result.outcome is None:
         print(f"tunnel-inspector probe: could not probe {args.target}: {result.error}",
               file=sys.stderr)

@@ -403,7 +403,7 @@ def test_untrusted_strings_render_literally(tmp_path, real):
             assert "\x1b" not in text and "\x07" not in text
             assert "[link=https://evil.test]x.lab.test[/link]" in text  # SNI, in the detail
             row = text.splitlines()[3]  # and in the table, cut in the middle to fit
-            assert "[link=https://" in row and "[/link]" in row
+            assert "[link=https" in row and "[/link]" in row  # the cell cuts the middle
             assert "CN=[bold" in text and r"\x07" in text  # the subject, folded in its column
             wide = Console(width=300, file=io.StringIO(), record=True)
             wide.print(render_detail(evil))

@@ -86,11 +86,11 @@ class ChainJudge:
         findings: list[Finding] = []
         primary: ProbeResult | None = None
         if not chain and self.probing:
-            primary = await self._probe(target, sni)
+            primary = await self.probe(target, sni)
             chain, source = primary.chain, "probe"
 
         if self.probing and t.outcome != handshake.ESTABLISHED and _sni_differs(sni, t.connect_host):
-            with_name = await self._probe(target, t.connect_host)
+            with_name = await self.probe(target, t.connect_host)
             tunnel_failed_at_server = primary is None or not primary.ok
             if with_name.ok and tunnel_failed_at_server:
                 findings.append(_sni_required(sni, t.connect_host))
@@ -105,7 +105,8 @@ class ChainJudge:
         verdict = await self._verify(chain, sni, t.connect_host)
         return verdict.to_dict(source), findings + verdict.findings
 
-    async def _probe(self, target: tuple[str, int], sni: str | None) -> ProbeResult:
+    async def probe(self, target: tuple[str, int], sni: str | None) -> ProbeResult:
+        """A (cached, shared) probe of target with this SNI, via the upstream proxy if any."""
         host, port = target
 
         async def run() -> ProbeResult:
