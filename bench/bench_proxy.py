@@ -227,6 +227,7 @@ def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> d
 
 
 def verdict_cost(work: Path, repeat: int) -> dict:
+    (work / "lab").mkdir()
     lab = build_chain_lab(work / "lab")
     trust = [load_profile("mozilla"), load_profile(str(lab.root_pem))]
     clients = [load_client_profile(f"old-device={lab.old_device_pem}")]
