@@ -212,3 +212,38 @@ def test_an_unread_stdout_does_not_stall_the_proxy(start_proxy, strict_server, p
     assert len(p.records(1200, timeout=20)) == 1200
     code, out, err = p.stop()
     assert code == 0 and out.count("CONNECT ") == 1200 and "not printed" not in err
+
+
+def test_load_500_mixed_tunnels_50_at_a_time(start_proxy, strict_server, pki):
+    """The bench's 10,000-tunnel load, scaled down: good and broken tunnels at once."""
+    import concurrent.futures
+
+    port = strict_server.port
+    p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}")
+    good = ssl.create_default_context(cafile=pki["root_pem"])
+    lax = ssl.create_default_context()
+    lax.check_hostname, lax.verify_mode = False, ssl.CERT_NONE
+    untrusting = ssl.create_default_context()  # the lab root unknown: rejects
+
+    def one(i):
+        kind = i % 4
+        try:
+            if kind == 3:
+                _send_and_close(p.port, port, b"\x16\x03\x01\x00\x05hello", wait=0.05)
+                return "garbage"
+            ctx, sni = [(good, HOST), (lax, None), (untrusting, HOST)][kind]
+            with ctx.wrap_socket(connect_tunnel(p.port, HOST, port), server_hostname=sni):
+                return "ok"
+        except (ssl.SSLError, OSError):
+            return "failed"
+
+    with concurrent.futures.ThreadPoolExecutor(50) as ex:
+        results = list(ex.map(one, range(500)))
+    assert results.count("ok") == 125
+    recs = p.records(500, timeout=60)
+    assert len(recs) == 500 and len({r["id"] for r in recs}) == 500
+    outcomes = [r["handshake"]["outcome"] for r in recs]
+    assert outcomes.count("established") == 125
+    assert outcomes.count("server-alert") == 125  # no SNI: refused by the SNI-only server
+    assert outcomes.count("client-alert") == 125
+    _alive(p, strict_server, pki)
