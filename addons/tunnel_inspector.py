@@ -280,17 +280,19 @@ class TunnelInspector:
             live.version = data.conn.tls_version
             live.intercepted_chain = [_der(c) for c in data.conn.certificate_list]
             live.server_tls = True
-            if live.client_tls:
-                live.tracker.end(handshake.ESTABLISHED, None)
-                self._finish(data.context.client.id)
+            self._established_if_both(data.context.client.id, live)
 
     def tls_established_client(self, data: tls.TlsData) -> None:
         live = self._live.get(data.context.client.id)
         if live is not None and self._intercept:
             live.client_tls = True
-            if live.server_tls:
-                live.tracker.end(handshake.ESTABLISHED, None)
-                self._finish(data.context.client.id)
+            self._established_if_both(data.context.client.id, live)
+
+    def _established_if_both(self, cid: str, live: _Live) -> None:
+        # Intercept mode has two handshakes; the tunnel is up when both are.
+        if live.client_tls and live.server_tls:
+            live.tracker.end(handshake.ESTABLISHED, None)
+            self._finish(cid)
 
     def tls_failed_server(self, data: tls.TlsData) -> None:
         live = self._live.get(data.context.client.id)

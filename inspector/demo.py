@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from .lab.chains import ChainLab, build_chain_lab
+from .lab.http1 import connect_tunnel
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,11 @@ def scripted_clients(lab: ChainLab) -> list[Client]:
 def _one(proxy_port: int, c: Client) -> None:
     """A blocking client, as most apps are: OpenSSL then sends its alerts before closing
     (asyncio's TLS drops them), so a rejection shows as the alert a real app sends."""
-    with socket.create_connection(("127.0.0.1", proxy_port), timeout=CLIENT_TIMEOUT) as sock:
-        target = f"{c.host}:{c.port}"
-        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
-        head = b""
-        while b"\r\n\r\n" not in head and len(head) < 8192:
-            chunk = sock.recv(4096)
-            if not chunk:
-                return
-            head += chunk
-        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-            return  # the proxy could not connect: that is the case being shown
+    try:
+        sock = connect_tunnel(proxy_port, c.host, c.port, CLIENT_TIMEOUT)
+    except ConnectionError:
+        return  # the proxy could not connect: that is the case being shown
+    with sock:
         request = f"GET / HTTP/1.1\r\nHost: {c.host}\r\nConnection: close\r\n\r\n".encode()
         if c.plaintext:
             sock.sendall(request)

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -15,10 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import make_cert
 from inspector.lab.server import TLSServer
 
 HOST = "a.lab.test"  # does not resolve: the proxy reaches it through --connect-to
+
+__all__ = ["HOST", "ProxyProcess", "connect_tunnel", "env_without_proxy", "require_tool",
+           "tls_through_proxy"]
 
 
 def require_tool(name: str) -> str:
@@ -101,23 +104,6 @@ def start_proxy(tmp_path, pki):
     yield start
     for p in started:
         p.stop()
-
-
-def connect_tunnel(proxy_port: int, host: str, port: int, timeout: float = 10.0) -> socket.socket:
-    """A raw socket with an established CONNECT tunnel through the proxy."""
-    sock = socket.create_connection(("127.0.0.1", proxy_port), timeout=timeout)
-    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-    resp = b""
-    while b"\r\n\r\n" not in resp:
-        chunk = sock.recv(4096)
-        if not chunk:
-            break
-        resp += chunk
-    status = resp.split(b" ", 2)[1] if resp.count(b" ") >= 2 else b"?"
-    if status != b"200":
-        sock.close()
-        raise ConnectionError(f"CONNECT answered {resp[:80]!r}")
-    return sock
 
 
 def tls_through_proxy(proxy_port: int, host: str, port: int, *, cafile: str | None,

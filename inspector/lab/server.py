@@ -16,6 +16,8 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import serialization
 
+from .http1 import read_head
+
 ACCEPT_POLL = 0.2  # seconds; how quickly stop() is noticed
 CONN_TIMEOUT = 10.0  # a stuck client cannot pin a thread for longer
 
@@ -120,12 +122,8 @@ class TLSServer:
 
     @staticmethod
     def _http(tls: ssl.SSLSocket) -> None:
-        buf = b""
-        while b"\r\n\r\n" not in buf and len(buf) < 65536:
-            chunk = tls.recv(4096)
-            if not chunk:
-                return
-            buf += chunk
+        if not read_head(tls).endswith(b"\r\n\r\n"):
+            return  # the client left before finishing its request
         body = b"ok\n"
         tls.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"

@@ -31,8 +31,8 @@ def run_open(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"tunnel-inspector: {safe(path)} is not a file", file=sys.stderr)
         return EXIT_USAGE
-    feed = FileFeed(path, follow=getattr(args, "follow", False))
-    return _run(InspectorApp(feed, export_dir=Path(getattr(args, "export_dir", ".") or ".")))
+    feed = FileFeed(path, follow=args.follow)
+    return _run(InspectorApp(feed, export_dir=Path(args.export_dir)))
 
 
 def run_live(args: argparse.Namespace, options: dict,
@@ -46,16 +46,16 @@ def run_live(args: argparse.Namespace, options: dict,
     from addons.tunnel_inspector import TunnelInspector
 
     addon = TunnelInspector()
-    report = RunReport(getattr(args, "export_flagged", None), getattr(args, "fail_on", "never"))
+    report = RunReport(args.export_flagged, args.fail_on)
     addon.stream.subscribe(report)
-    feed = ProxyFeed([addon], options, addon.stream, intercept=getattr(args, "intercept", False))
+    feed = ProxyFeed([addon], options, addon.stream, intercept=args.intercept)
 
     def port_of() -> int:
         assert feed.address is not None, "the proxy is not listening yet"
         return feed.address[1]
 
     app = InspectorApp(wrap_feed(feed, port_of) if wrap_feed else feed,
-                       export_dir=Path(getattr(args, "export_dir", ".") or "."),
-                       quit_after=getattr(args, "duration", None))
+                       export_dir=Path(args.export_dir),
+                       quit_after=args.duration)
     code = _run(app)
     return code if code != EXIT_OK else report.finish()
