@@ -60,27 +60,11 @@ def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext,
     c_done = s_done = False
     for _ in range(max_rounds):
         if not c_done and t.client_error is None:
-            try:
-                client.do_handshake()
-                c_done = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as e:
-                t.client_error = e.reason or str(e)
-        if data := c_out.read():
-            t.chunks.append((True, data))
-            s_in.write(data)
+            c_done, t.client_error = _step(client)
+        _pass(c_out, s_in, True, t)
         if not s_done and t.server_error is None:
-            try:
-                server.do_handshake()
-                s_done = True
-            except ssl.SSLWantReadError:
-                pass
-            except ssl.SSLError as e:
-                t.server_error = e.reason or str(e)
-        if data := s_out.read():
-            t.chunks.append((False, data))
-            c_in.write(data)
+            s_done, t.server_error = _step(server)
+        _pass(s_out, c_in, False, t)
         if (c_done and s_done) or t.client_error or t.server_error:
             # let the failing side's alert, if any, be flushed
             for bio, frm in ((c_out, True), (s_out, False)):
@@ -97,3 +81,21 @@ def handshake(client_ctx: ssl.SSLContext, server_ctx: ssl.SSLContext,
                     t.chunks.append((False, data))
             break
     return t
+
+
+def _step(side: ssl.SSLObject) -> tuple[bool, str | None]:
+    """One handshake step: (done, the side's error if it failed)."""
+    try:
+        side.do_handshake()
+        return True, None
+    except ssl.SSLWantReadError:
+        return False, None
+    except ssl.SSLError as e:
+        return False, e.reason or str(e)
+
+
+def _pass(out: ssl.MemoryBIO, into: ssl.MemoryBIO, from_client: bool, t: Transcript) -> None:
+    """Move what one side wrote to the other, recording it."""
+    if data := out.read():
+        t.chunks.append((from_client, data))
+        into.write(data)
