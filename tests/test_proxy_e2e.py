@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import os
@@ -206,19 +207,23 @@ def test_200_tunnels_20_at_a_time_give_200_records(start_proxy, strict_server, p
     def one(i):
         sni = HOST if i % 4 else None  # every 4th sends no SNI and is refused
         c = ctx if sni else _no_sni_ctx()
+        raw = connect_tunnel(p.port, HOST, port)
+        client = "%s:%d" % raw.getsockname()[:2]
         try:
-            with c.wrap_socket(connect_tunnel(p.port, HOST, port), server_hostname=sni):
-                return "ok"
+            with c.wrap_socket(raw, server_hostname=sni):
+                return "ok", client
         except ssl.SSLError:
-            return "refused"
+            return "refused", client
 
     with concurrent.futures.ThreadPoolExecutor(20) as ex:
         results = list(ex.map(one, range(200)))
-    assert results.count("refused") == 50
+    assert [r for r, _ in results].count("refused") == 50
     recs = p.records(200, timeout=30)
     assert len(recs) == 200
     assert len({r["id"] for r in recs}) == 200
-    assert len({r["client"] for r in recs}) == 200
+    # Each record names its own client. The kernel may hand a closed tunnel's
+    # ephemeral port to a later client, so compare as multisets, not as a set.
+    assert collections.Counter(r["client"] for r in recs) == collections.Counter(c for _, c in results)
     assert sum(r["handshake"]["outcome"] == "established" for r in recs) == 150
     assert sum("sni-missing" in codes(r) for r in recs) == 50
     code, out, _ = p.stop()
