@@ -221,6 +221,27 @@ def test_table_shows_every_tunnel_with_sni_and_outcome(jsonl, records, real, tmp
     asyncio.run(run())
 
 
+def test_an_80_column_terminal_keeps_the_verdict_and_findings(jsonl, records, tmp_path):
+    """Too narrow for every column: client, then time, are left out, never the why."""
+    async def run():
+        app = app_for(jsonl, tmp_path)
+        async with app.run_test(size=(80, 30)) as pilot:
+            await loaded(pilot, app, len(records))
+            lines = screen_text(app).splitlines()
+            header = next(line for line in lines if "CONNECT host" in line)
+            assert "verdict" in header and "findings" in header
+            assert "client" not in header and "time" not in header
+            none = next(line for line in lines if "(none)" in line)
+            assert "sni-missing" in none
+            assert any("untrusted" in line and "expired" in line for line in lines)
+            await pilot.press("h")
+            await pilot.pause(0.1)
+            header = next(line for line in screen_text(app).splitlines() if "CONNECT host" in line)
+            assert "verdict" in header and "findings" in header and "last" not in header
+
+    asyncio.run(run())
+
+
 def _segments(app: InspectorApp, model_index: int):
     pos = app.model.position_of(model_index)
     y = pos - round(app.table.scroll_y) + 1

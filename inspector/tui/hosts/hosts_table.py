@@ -34,11 +34,11 @@ class HostsTable(VirtualTable):
         Column("tunnels", 7, right=True),
         Column("flagged", 7, right=True),
         Column("SNIs seen", weight=4, min_width=12),
-        Column("clients", 7, right=True),
+        Column("clients", 7, right=True, drop=2),
         Column("verdict", 9),
-        Column("worst", 7),
+        Column("worst", 7, drop=3),
         Column("findings", weight=3, min_width=12),
-        Column("last", 8),
+        Column("last", 8, drop=1),
     )
     BINDINGS = [Binding("enter", "choose", "Tunnels of host")]
     EMPTY_TEXT = "no hosts yet"

@@ -25,8 +25,8 @@ _CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own sever
 
 class TunnelTable(VirtualTable):
     COLUMNS = (
-        Column("time", 8),
-        Column("client", weight=1, min_width=15, max_width=21),
+        Column("time", 8, drop=2),
+        Column("client", weight=1, min_width=15, max_width=21, drop=1),
         Column("CONNECT host:port", weight=3, min_width=16, max_width=32, middle=True),
         Column("SNI", weight=3, min_width=12, max_width=28, middle=True),
         # "server alert unrecognized_name" is 30

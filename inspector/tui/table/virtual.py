@@ -38,18 +38,29 @@ class Column:
     max_width: int = 0  # 0: no limit
     right: bool = False
     middle: bool = False  # cut long text in the middle (host names: both ends matter)
+    drop: int = 0  # in a narrow terminal, columns with drop 1 go first, then 2...; 0 stays
+
+
+def _needed(columns: tuple[Column, ...], shown: list[int]) -> int:
+    return sum(columns[i].width or columns[i].min_width for i in shown) + GAP * (len(shown) - 1) + PAD
 
 
 def layout(columns: tuple[Column, ...], total: int) -> list[int]:
-    """Column widths for a total width.
+    """Column widths for a total width; 0 for a column left out.
 
-    Every flexible column gets its minimum; the rest is shared by weight, a column
-    stopping at its maximum and leaving its share to the others.
+    When the minimums do not fit, the droppable columns are left out in their order,
+    so that the columns that say what is wrong stay on screen in an 80-column terminal.
+    Every flexible column shown gets its minimum; the rest is shared by weight, a
+    column stopping at its maximum and leaving its share to the others.
     """
-    fixed = sum(c.width for c in columns) + GAP * (len(columns) - 1) + PAD
-    widths = [c.width or c.min_width for c in columns]
-    free = total - fixed - sum(w for c, w in zip(columns, widths) if not c.width)
-    open_ = [i for i, c in enumerate(columns) if not c.width]
+    shown = list(range(len(columns)))
+    for i in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: columns[i].drop):
+        if _needed(columns, shown) <= total:
+            break
+        shown.remove(i)
+    widths = [(c.width or c.min_width) if i in shown else 0 for i, c in enumerate(columns)]
+    free = total - _needed(columns, shown)
+    open_ = [i for i in shown if not columns[i].width]
     while free > 0 and open_:
         weights = sum(columns[i].weight for i in open_)
         given = 0
@@ -297,7 +308,8 @@ class VirtualTable(ScrollView, can_focus=True):
     def _header(self, widths: list[int], width: int) -> Strip:
         style = self.style("header")
         segments = [Segment(" " * PAD, style)]
-        for i, (column, w) in enumerate(zip(self.COLUMNS, widths)):
+        shown = [(c, w) for c, w in zip(self.COLUMNS, widths) if w]
+        for i, (column, w) in enumerate(shown):
             if i:
                 segments.append(Segment(" " * GAP, style))
             segments += fit([(column.title, style)], w, column.right)
@@ -306,7 +318,8 @@ class VirtualTable(ScrollView, can_focus=True):
     def _row(self, pos: int, state: int, widths: list[int], width: int) -> Strip:
         cells, row_style = self.row_parts(pos)
         segments = [Segment(" " * PAD)]
-        for i, (column, parts, w) in enumerate(zip(self.COLUMNS, cells, widths)):
+        shown = [(c, p, w) for c, p, w in zip(self.COLUMNS, cells, widths) if w]
+        for i, (column, parts, w) in enumerate(shown):
             if i:
                 segments.append(Segment(" " * GAP))
             segments += fit(parts, w, column.right, column.middle)
