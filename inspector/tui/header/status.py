@@ -25,15 +25,19 @@ class Status:
     stats: dict = field(default_factory=dict)
 
 
-SOURCE_MAX = 44  # the feed's status is cut here; the filter and stats come after it
+SOURCE_MAX = 44  # the feed's status is cut here; the feed stats come after it
 
 
 def status_text(model: TunnelModel, status: Status) -> Text:
-    """Two lines, never wrapped: where from, state, filter, feed stats; then counts."""
+    """Two lines, never wrapped: state, filter, where from, feed stats; then counts.
+
+    A narrow terminal cuts the end of a line, so what the view shows (paused, filtered)
+    comes before the address, which starts early enough to stay readable at 80 columns.
+    """
     source = safe(status.source)
     if len(source) > SOURCE_MAX:
         source = source[: SOURCE_MAX - 1] + "…"
-    parts = [Text(source, "bold red" if status.failed else "bold")]
+    parts = []
     if status.paused:
         parts.append(Text(f" ❚❚ PAUSED: {status.waiting:,} waiting ", "bold black on yellow"))
     elif status.view == "tunnels":
@@ -50,6 +54,7 @@ def status_text(model: TunnelModel, status: Status) -> Text:
         filters.append(f"host {model.host}")
     if filters:
         parts.append(Text.assemble(("filter: ", "dim"), (", ".join(filters), "bold cyan")))
+    parts.append(Text(source, "bold red" if status.failed else "bold"))
     if status.stats:
         parts.append(Text("  ".join(f"{safe(k).replace('_', ' ')} {safe(v)}"
                                     for k, v in status.stats.items()), "dim"))
