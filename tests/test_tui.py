@@ -392,6 +392,28 @@ def test_enter_explains_a_broken_chain(jsonl, records, tmp_path):
     asyncio.run(run())
 
 
+def _rendered(renderable, width: int) -> str:
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_the_chain_stays_readable_in_a_narrow_pane(records):
+    """80 columns cannot hold the 9-column certificate table: one block per certificate."""
+    broken = records[-1]
+    wide, narrow = _rendered(render_detail(broken), 160), _rendered(render_detail(broken), 76)
+    assert "not before" in wide and "not before" not in narrow
+    for text in (wide, narrow):
+        for cert in broken["chain"]["certificates"]:
+            assert cert["subject"] in text and cert["issuer"] in text
+        assert "2021-01-01 expired" in text and "unknown issuer" in text
+    lines = [line.rstrip() for line in narrow.splitlines()]
+    first = lines.index("#0         ✓ in the validated path")
+    assert lines[first + 1:first + 4] == [f"subject    CN={HOST}", "issuer     CN=Lab Old CA",
+                                          "valid      2020-01-01 to 2021-01-01 expired"]
+    assert max(len(line) for line in lines) <= 76
+
+
 def test_the_detail_pane_stays_on_its_tunnel_while_new_ones_arrive(tmp_path, records):
     async def run():
         feed = ListFeed()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import datetime as dt
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -54,6 +55,18 @@ def _date(value: object, now: dt.datetime, *, is_end: bool) -> Text:
 
 def section(title: str) -> Text:
     return Text(f"\n{title}", style="bold underline")
+
+
+class ByWidth:
+    """The wide rendering where it fits, the narrow one where not: the pane's width is
+    known only when it is drawn, and a 9-column table squeezed into 80 columns drops
+    the subject and issuer, the very columns the reader needs."""
+
+    def __init__(self, min_width: int, wide: RenderableType, narrow: RenderableType) -> None:
+        self.min_width, self.wide, self.narrow = min_width, wide, narrow
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.wide if options.max_width >= self.min_width else self.narrow
 
 
 def render_detail(record: dict, now: dt.datetime | None = None) -> RenderableType:
@@ -179,26 +192,7 @@ def _chain(record: dict, now: dt.datetime) -> list[RenderableType]:
 
     certs = [c for c in chain.get("certificates") or () if isinstance(c, dict)]
     if certs:
-        table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
-        for name, kw in (("#", {"width": 1}), ("subject", {"ratio": 1}), ("issuer", {"ratio": 1}),
-                         ("not before", {"no_wrap": True}), ("not after", {"no_wrap": True}),
-                         ("key", {"no_wrap": True}), ("signature", {"no_wrap": True}),
-                         ("SHA-256", {"no_wrap": True}), ("in path", {"no_wrap": True})):
-            table.add_column(Text(name), overflow="fold", **kw)
-        for i, c in enumerate(certs):
-            in_path = c.get("in_path")
-            table.add_row(
-                Text(str(i)),
-                _t(c.get("subject")),
-                _t(c.get("issuer")),
-                _date(c.get("not_before"), now, is_end=False),
-                _date(c.get("not_after"), now, is_end=True),
-                _t(c.get("key") or "-"),
-                _t(c.get("signature") or "-"),
-                _t(safe(c.get("sha256"))[:12] or "-", MUTED),
-                Text("✓", "green") if in_path is True else Text("-", MUTED),
-            )
-        out.append(table)
+        out.append(ByWidth(120, _certificate_table(certs, now), _certificate_blocks(certs, now)))
     else:
         out.append(Text("no certificates recorded", MUTED))
 
@@ -215,6 +209,7 @@ def _chain(record: dict, now: dt.datetime) -> list[RenderableType]:
         grid.add_column(style=LABEL)
         grid.add_column()
         grid.add_column()
+        narrow: list[RenderableType] = []
         for name, p in profiles.items():
             if not isinstance(p, dict):
                 continue
@@ -222,6 +217,56 @@ def _chain(record: dict, now: dt.datetime) -> list[RenderableType]:
             verdict_text = Text("trusted" if ok else "untrusted", "green" if ok else "bold red")
             if p.get("kind"):
                 verdict_text.append(f"  ({safe(p.get('kind'))})", MUTED)
-            grid.add_row(_t(name), verdict_text, _t(p.get("error") or ""))
-        out.append(grid)
+            error = _t(p.get("error") or "")
+            grid.add_row(_t(name), verdict_text, error)
+            narrow.append(Text.assemble(_t(name, LABEL), "  ", verdict_text))
+            if error:
+                narrow.append(Padding(error, (0, 0, 0, 4)))
+        out.append(ByWidth(100, grid, Group(*narrow)))
     return out
+
+
+def _certificate_table(certs: list[dict], now: dt.datetime) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
+    for name, kw in (("#", {"width": 1}), ("subject", {"ratio": 1}), ("issuer", {"ratio": 1}),
+                     ("not before", {"no_wrap": True}), ("not after", {"no_wrap": True}),
+                     ("key", {"no_wrap": True}), ("signature", {"no_wrap": True}),
+                     ("SHA-256", {"no_wrap": True}), ("in path", {"no_wrap": True})):
+        table.add_column(Text(name), overflow="fold", **kw)
+    for i, c in enumerate(certs):
+        table.add_row(
+            Text(str(i)),
+            _t(c.get("subject")),
+            _t(c.get("issuer")),
+            _date(c.get("not_before"), now, is_end=False),
+            _date(c.get("not_after"), now, is_end=True),
+            _t(c.get("key") or "-"),
+            _t(c.get("signature") or "-"),
+            _t(safe(c.get("sha256"))[:12] or "-", MUTED),
+            _in_path(c),
+        )
+    return table
+
+
+def _certificate_blocks(certs: list[dict], now: dt.datetime) -> Group:
+    """The same fields as the table, one block per certificate, for a narrow pane."""
+    blocks: list[RenderableType] = []
+    for i, c in enumerate(certs):
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style=MUTED, no_wrap=True, width=10)
+        grid.add_column(ratio=1, overflow="fold")
+        in_path = c.get("in_path") is True
+        grid.add_row(Text(f"#{i}", LABEL), Text("✓ in the validated path", "green") if in_path
+                     else Text("not in the validated path", MUTED))
+        grid.add_row("subject", _t(c.get("subject")))
+        grid.add_row("issuer", _t(c.get("issuer")))
+        grid.add_row("valid", Text.assemble(_date(c.get("not_before"), now, is_end=False), " to ",
+                                            _date(c.get("not_after"), now, is_end=True)))
+        grid.add_row("key", Text.assemble(_t(c.get("key") or "-"), "   ", _t(c.get("signature") or "-")))
+        grid.add_row("SHA-256", _t(safe(c.get("sha256"))[:12] or "-", MUTED))
+        blocks.append(grid)
+    return Group(*blocks)
+
+
+def _in_path(cert: dict) -> Text:
+    return Text("✓", "green") if cert.get("in_path") is True else Text("-", MUTED)
