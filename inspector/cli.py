@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from .proxy import Proxy, ProxyStartError
+from .record import host_port
 from .run_report import EXIT_USAGE, RunReport
 from .stream import LinePrinter
 
@@ -226,7 +227,7 @@ async def run_headless(
             host, port = await proxy.start()
         except ProxyStartError as e:
             raise CliError(str(e)) from None
-        print(f"listening on {host}:{port}", flush=True)
+        print(f"listening on {host_port(host, port)}", flush=True)
         job = asyncio.ensure_future(until(port)) if until else None
         await stop.wait(args.duration, job)
         if job is not None and not job.done():

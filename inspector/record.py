@@ -29,11 +29,14 @@ def rfc3339(ts: float) -> str:
     )
 
 
+def host_port(host: object, port: object) -> str:
+    """`host:port`, an IPv6 address in brackets as in a URL: `::1:443` reads as nothing."""
+    h = str(host)
+    return f"[{h}]:{port}" if ":" in h and not h.startswith("[") else f"{h}:{port}"
+
+
 def format_address(addr: tuple | None) -> str | None:
-    if not addr:
-        return None
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return host_port(addr[0], addr[1]) if addr else None
 
 
 @dataclass

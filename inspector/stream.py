@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from .escape import safe
 from .findings import SEVERITY_RANK, worst_severity
-from .record import dumps
+from .record import dumps, host_port
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Summary:
         findings = record.get("findings") or []
         self.codes.update(f["code"] for f in findings)
         if findings:
-            key = f"{record['connect']['host']}:{record['connect']['port']}"
+            key = host_port(record["connect"]["host"], record["connect"]["port"])
             self.by_host.setdefault(key, {}).update((f["code"], f["severity"]) for f in findings)
 
     def line(self) -> str:
@@ -167,7 +167,7 @@ def format_line(record: dict, colour: bool = False) -> str:
     parts = [
         record["started"][11:19],
         safe(record.get("client")),
-        f"CONNECT {safe(c['host'])}:{c['port']}",
+        f"CONNECT {host_port(safe(c['host']), safe(c['port']))}",
         f"SNI: {sni_text}",
         outcome,
     ]

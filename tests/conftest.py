@@ -62,7 +62,7 @@ class ProxyProcess:
              "--jsonl", str(jsonl), *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
-        first = self.proc.stdout.readline()
+        self.first_line = first = self.proc.stdout.readline()
         if not first.startswith("listening on "):
             self.proc.kill()
             raise AssertionError(f"proxy did not start: {first!r} {self.proc.stderr.read()!r}")

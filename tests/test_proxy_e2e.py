@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from inspector.lab.server import TLSServer
+
 from .conftest import (HOST, connect_tunnel, env_without_proxy, require_tool,
                        tls_through_proxy)
 
@@ -44,6 +46,27 @@ def test_curl_with_sni_is_established_and_clean(start_proxy, strict_server, pki)
     assert rec["handshake"]["alert"] is None
     assert "http/1.1" in rec["client_hello"]["alpn"]
     assert rec["findings"] == [] and rec["flagged"] is False
+
+
+def test_ipv6_loopback_addresses_are_written_in_brackets(start_proxy, pki):
+    """`::1:443` reads as nothing: the listening line, the tunnel line, the record and
+    the --fail-on list all write an IPv6 address as a URL does."""
+    curl = require_tool("curl")
+    with TLSServer([pki["leaf"].cert], pki["leaf"].key, host="::1") as server:
+        p = start_proxy("--listen-host", "::1", "--fail-on", "warning")
+        assert p.first_line == f"listening on [::1]:{p.port}\n"
+        r = subprocess.run([curl, "-sS", "-k", "--max-time", "10", "-x", f"http://[::1]:{p.port}",
+                            f"https://[::1]:{server.port}/"],
+                           capture_output=True, text=True, env=env_without_proxy(), timeout=20)
+        assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+        rec = only(p.records(1))
+        code, out, _ = p.stop()
+    assert rec["connect"] == {"host": "::1", "port": server.port}
+    assert rec["upstream"] == {"address": f"[::1]:{server.port}"}
+    assert rec["client"].startswith("[::1]:") and rec["sni"] is None
+    assert "connect-ip" in codes(rec) and rec["handshake"]["outcome"] == "established"
+    assert f"CONNECT [::1]:{server.port}  SNI: (none)  established" in out
+    assert code == 1 and f"  [::1]:{server.port}  " in out
 
 
 def test_openssl_without_sni_shows_incident_two(start_proxy, strict_server):

@@ -65,7 +65,8 @@ class TLSServer:
                 )
             self._ctx.load_cert_chain(cert_path, key_path)
         self._ctx.sni_callback = self._sni
-        self._sock = socket.create_server((host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, 0), family=family)
         self._sock.settimeout(ACCEPT_POLL)
         self.port: int = self._sock.getsockname()[1]
         self.host = host

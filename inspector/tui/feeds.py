@@ -25,6 +25,7 @@ from typing import Protocol, runtime_checkable
 
 from inspector.escape import safe
 from inspector.jsonl_reader import Entry, JsonlReader
+from inspector.record import host_port
 from inspector.stream import RecordStream
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,7 @@ class ProxyFeed:
             self._stream.unsubscribe(on_record)
             raise
         self.address = (host, port)
-        shown = f"[{host}]" if ":" in host else host
-        return f"listening on {shown}:{port}"
+        return f"listening on {host_port(host, port)}"
 
     async def stop(self) -> None:
         await self._proxy.stop()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from inspector.escape import safe
 from inspector.findings import SEVERITY_RANK
+from inspector.record import host_port
 
 NO_SEVERITY = -1
 INFO, WARNING, ERROR = SEVERITY_RANK["info"], SEVERITY_RANK["warning"], SEVERITY_RANK["error"]
@@ -68,8 +69,7 @@ def _rank(severity: object) -> int:
 
 
 def target_text(host: object, port: object) -> str:
-    h = safe(host)
-    return f"[{h}]:{safe(port)}" if ":" in h and not h.startswith("[") else f"{h}:{safe(port)}"
+    return host_port(safe(host), safe(port))
 
 
 def outcome_text(handshake: dict) -> str:
