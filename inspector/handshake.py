@@ -135,11 +135,16 @@ class HandshakeTracker:
             self._decide(TIMEOUT, f"{what} within {seconds:g} s")
 
     def _record(self, from_client: bool, side: _Side, record: wire.Record) -> None:
-        if record.type == wire.HANDSHAKE and not side.ccs:
+        # After its ChangeCipherSpec a TLS <= 1.2 side encrypts every record. In TLS 1.3
+        # the CCS is a compatibility no-op, also sent around a HelloRetryRequest before
+        # the second ClientHello and ServerHello (in clear), and encrypted records always
+        # travel as application data.
+        encrypted = side.ccs and self._tls12()
+        if record.type == wire.HANDSHAKE and not encrypted:
             for msg_type, body in side.handshake.feed(record.payload):
                 self._handshake_message(from_client, msg_type, body)
         elif record.type == wire.ALERT:
-            alert = wire.parse_alert(record.payload) if not side.ccs else wire.Alert(None, None)
+            alert = wire.parse_alert(record.payload) if not encrypted else wire.Alert(None, None)
             if alert.code == 0:
                 return  # close_notify is no verdict
             self.alert = AlertSeen("client" if from_client else "server", alert.code)
@@ -148,9 +153,10 @@ class HandshakeTracker:
             side.ccs = True
             if self._tls12() and self._client.ccs and self._server.ccs:
                 self._decide(ESTABLISHED, None)
-        elif record.type == wire.APPLICATION_DATA or (record.type == wire.HANDSHAKE and side.ccs):
+        elif from_client and self._tls13():  # encrypted: application data
+            # Counted from the final ServerHello on: 0-RTT data sent before it is no answer.
             side.encrypted_records += 1
-            if from_client and self._tls13() and side.encrypted_records == 1:
+            if side.encrypted_records == 1:
                 if len(record.payload) <= ENCRYPTED_ALERT_MAX:
                     self.alert = AlertSeen("client", None)
                     self._decide_alert()

@@ -91,6 +91,24 @@ def test_client_rejecting_certificate_is_a_client_alert(certs, version):
     assert [f.code for f in tunnel_findings(tun)] == ["client-rejected-certificate"]
 
 
+@pytest.mark.parametrize("trusted,outcome", [(True, handshake.ESTABLISHED),
+                                               (False, handshake.CLIENT_ALERT)])
+def test_hello_retry_request_is_followed_to_the_end(certs, trusted, outcome):
+    """A server that wants another key share answers with a HelloRetryRequest; both
+    sides then send a compatibility ChangeCipherSpec before their second hello, which
+    is still in clear."""
+    root, leaf = certs
+    server = server_context(leaf)
+    server.set_ecdh_curve("secp384r1")  # the client's first key share is X25519
+    t = run_handshake(client_context(root if trusted else None), server, HOST)
+    sent = [data for from_client, data in t.chunks if from_client]
+    assert sent[1][:1] == b"\x14"  # the retry happened: CCS, then the second ClientHello
+    tr = track(t)
+    assert tr.outcome == outcome
+    assert tr.version == "TLSv1.3" and not tr.server_hello.retry
+    assert tr.client_hello.sni_raw == HOST.encode()
+
+
 def test_encrypted_tls13_client_alert_is_recognised():
     tr = HandshakeTracker()
     hello = _client_hello_record(b"svc.lab.test")

@@ -69,6 +69,22 @@ def test_ipv6_loopback_addresses_are_written_in_brackets(start_proxy, pki):
     assert code == 1 and f"  [::1]:{server.port}  " in out
 
 
+def test_curl_through_a_hello_retry_request_is_established(start_proxy, pki):
+    """curl's first key share is X25519; this server takes only P-384 and asks again."""
+    curl = require_tool("curl")
+    with TLSServer([pki["leaf"].cert], pki["leaf"].key, curve="secp384r1") as server:
+        port = server.port
+        p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}")
+        r = subprocess.run([curl, "-sS", "--max-time", "10", "--cacert", pki["root_pem"],
+                            "--curves", "X25519:P-384", "-x", p.url, f"https://{HOST}:{port}/"],
+                           capture_output=True, text=True, env=env_without_proxy(), timeout=20)
+        assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+        rec = only(p.records(1))
+    assert rec["handshake"]["outcome"] == "established"
+    assert rec["handshake"]["version"] == "TLSv1.3"
+    assert rec["sni"] == HOST and rec["findings"] == [] and rec["flagged"] is False
+
+
 def test_openssl_without_sni_shows_incident_two(start_proxy, strict_server):
     openssl = require_tool("openssl")
     port = strict_server.port

@@ -44,6 +44,7 @@ class TLSServer:
         mode: str = "http",
         max_version: ssl.TLSVersion | None = None,
         host: str = "127.0.0.1",
+        curve: str | None = None,
     ) -> None:
         self.mode = mode
         self.sni_names = {n.lower() for n in sni_names} if sni_names is not None else None
@@ -51,6 +52,10 @@ class TLSServer:
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if max_version is not None:
             self._ctx.maximum_version = max_version
+        if curve is not None:
+            # The only group: a TLS 1.3 client whose key share is another (OpenSSL and
+            # curl send X25519) gets a HelloRetryRequest, as from many real servers.
+            self._ctx.set_ecdh_curve(curve)
         with tempfile.TemporaryDirectory() as d:
             cert_path, key_path = os.path.join(d, "chain.pem"), os.path.join(d, "key.pem")
             with open(cert_path, "wb") as f:
