@@ -34,8 +34,9 @@ from inspector.bad_request import (OPENING_BYTES, bad_request_detail, bad_reques
 from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.connect_to import ConnectTo, ConnectToError
+from inspector.escape import safe
 from inspector.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
-from inspector.record import Tunnel
+from inspector.record import Tunnel, host_port
 from inspector.stream import JsonlSink, RecordStream, format_line
 
 log = logging.getLogger(__name__)
@@ -97,10 +98,14 @@ class TunnelInspector:
         self._jsonl: JsonlSink | None = None
         self._intercept = False
         self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
+        self._auth_refused = 0  # CONNECTs our --proxy-auth answered 407: no tunnel, no record
 
     def stats(self) -> dict:
         """For the UI's header: tunnels in progress, and the chain stage's probe figures."""
-        return {"tunnels_open": len(self._live), **(self.judge.stats() if self.judge else {})}
+        out = {"tunnels_open": len(self._live)}
+        if self._auth_refused:
+            out["auth_refused"] = self._auth_refused
+        return out | (self.judge.stats() if self.judge else {})
 
     # --- options -------------------------------------------------------------------
 
@@ -221,9 +226,16 @@ class TunnelInspector:
             return
         code = flow.response.status_code if flow.response else None
         if code == 407:
-            # Our own proxy refused the CONNECT (--proxy-auth): no tunnel was opened; the
-            # client retries with credentials and that attempt is the tunnel.
+            # Our own proxy refused the CONNECT (--proxy-auth): no tunnel was opened, and a
+            # client that answers with credentials opens it next, so a record here would
+            # count every tunnel of such a client twice. A client that never sends any
+            # fails without a tunnel: the count in stats() and this warning show it.
             self._live.pop(flow.client_conn.id).timer.cancel()
+            self._auth_refused += 1
+            if self._auth_refused == 1:
+                log.warning("CONNECT %s answered 407 (--proxy-auth): a client that does not "
+                            "retry with credentials gets no tunnel and no record",
+                            host_port(safe(live.tunnel.connect_host), live.tunnel.connect_port))
             return
         reason = flow.server_conn.error or (flow.response.reason if flow.response else None)
         live.tracker.end(handshake.CONNECT_FAILED,

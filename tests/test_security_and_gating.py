@@ -58,6 +58,10 @@ def test_proxy_auth_is_enforced(start_proxy, strict_server, pki):
     time.sleep(0.3)  # a record for the refused CONNECT would have been written by now
     recs = p.records(1)
     assert len(recs) == 1 and recs[0]["handshake"]["outcome"] == "established"
+    # no record for the refused attempt, but it is not silent either
+    code, _, err = p.stop()
+    assert code == 0
+    assert f"CONNECT {HOST}:{port} answered 407 (--proxy-auth)" in err
 
 
 def test_files_are_private_and_passthrough_writes_no_ca(tmp_path, strict_server, pki):

@@ -14,6 +14,7 @@ import pytest
 from inspector.jsonl_reader import MAX_LINE, Entry, JsonlReader, Problem, parse_line, read_records
 from inspector.tui import FileFeed, InspectorApp, ProxyFeed
 from inspector.tui.feeds import PROBLEMS_REPORTED
+from inspector.tui.header.status import status_text
 from inspector.tui.store import RecordSpool
 
 from .conftest import HOST, tls_through_proxy
@@ -226,6 +227,40 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
         # the proxy stopped with the app: its port is free again
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", proxy_port)) != 0
+
+    asyncio.run(run())
+
+
+def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
+    """A 407 opens no tunnel, so no row: the header's count is what shows a client that
+    never sends credentials."""
+    from addons.tunnel_inspector import TunnelInspector
+
+    addon = TunnelInspector()
+    options = {"listen_host": "127.0.0.1", "listen_port": 0, "proxyauth": "u:secret"}
+
+    async def run():
+        feed = ProxyFeed([addon], options, addon.stream)
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
+        async with app.run_test(size=(160, 45)) as pilot:
+            deadline = time.monotonic() + 10
+            while not app.status.source.startswith("listening on"):
+                assert time.monotonic() < deadline and app.start_error is None, app.status.source
+                await pilot.pause(0.05)
+            proxy_port = int(app.status.source.rsplit(":", 1)[1])
+
+            def refused() -> bytes:
+                with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
+                    s.sendall(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+                    return s.recv(100)
+
+            for _ in range(2):
+                assert (await asyncio.to_thread(refused)).startswith(b"HTTP/1.1 407")
+            deadline = time.monotonic() + 10
+            while "auth refused 2" not in (header := status_text(app.model, app.status).plain):
+                assert time.monotonic() < deadline, header
+                await pilot.pause(0.1)
+            assert not app.model.rows
 
     asyncio.run(run())
 
