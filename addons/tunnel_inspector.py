@@ -52,18 +52,22 @@ class _ObservedTCPLayer(TCPLayer):
     what an ignored connection costs.
     """
 
-    def __init__(self, context, observe, closed) -> None:
+    def __init__(self, context, observe, half_closed, closed) -> None:
         super().__init__(context, ignore=True)
         self._observe = observe  # (from_client, data) -> None
+        self._half_closed = half_closed  # (from_client) -> None, as each side closes
         self._closed = closed  # () -> None, once both directions have closed
 
     def stop_observing(self) -> None:
-        self._observe = self._closed = None
+        self._observe = self._half_closed = self._closed = None
 
     @expect(events.DataReceived, events.ConnectionClosed, TcpMessageInjected)
     def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if self._observe is not None and isinstance(event, events.DataReceived):
-            self._observe(event.connection == self.context.client, event.data)
+        if self._observe is not None:
+            if isinstance(event, events.DataReceived):
+                self._observe(event.connection == self.context.client, event.data)
+            elif isinstance(event, events.ConnectionClosed):
+                self._half_closed(event.connection == self.context.client)
         yield from super().relay_messages(event)
         if self._closed is not None and self._handle_event == self.done:
             self._closed()
@@ -262,7 +266,7 @@ class TunnelInspector:
         cid = ctx_.client.id
         live.layer = _ObservedTCPLayer(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
-            lambda: self._closed(cid),
+            live.tracker.side_closed, lambda: self._closed(cid),
         )
         nextlayer.layer = live.layer
 

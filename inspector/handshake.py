@@ -28,9 +28,12 @@ OUTCOMES = (ESTABLISHED, SERVER_ALERT, CLIENT_ALERT, CLOSED, NOT_TLS, CONNECT_FA
 # Client alerts that mean "I do not accept your certificate".
 CERTIFICATE_REJECTIONS = {42, 43, 44, 45, 46, 48, 113, 114}
 
-# A TLS 1.3 encrypted alert is 2 bytes + content type + 16-byte AEAD tag = 19; a
-# client's Finished is at least 53. Anything this short, sent first, is an alert.
-ENCRYPTED_ALERT_MAX = 40
+# A TLS 1.3 encrypted alert is 2 bytes + content type + 16-byte AEAD tag = 19. The
+# shortest encrypted handshake record is EndOfEarlyData at 21 (an empty client
+# Certificate is 25, a Finished at least 53): nothing but an alert fits in 20.
+ENCRYPTED_ALERT_MAX = 20
+
+WARNING_LEVEL = 1
 
 # Bounds on what is buffered before a decision: a Certificate message with a long
 # chain is the largest thing a handshake carries in clear.
@@ -42,6 +45,9 @@ UNDECIDED_BYTES_LIMIT = 1024 * 1024
 class AlertSeen:
     sender: str  # "server" | "client"
     code: int | None  # None when encrypted
+    # A server's alert that answered the client's certificate: asked for in clear
+    # (TLS <= 1.2), or the client's encrypted flight that carries it (TLS 1.3).
+    client_certificate: bool = False
 
     def to_dict(self) -> dict:
         desc = "encrypted" if self.code is None else wire.alert_name(self.code)
@@ -54,7 +60,6 @@ class _Side:
         self.handshake = wire.HandshakeReader(HANDSHAKE_MESSAGE_LIMIT)
         self.bytes = 0
         self.ccs = False
-        self.encrypted_records = 0
 
 
 class HandshakeTracker:
@@ -65,6 +70,12 @@ class HandshakeTracker:
         self.server_hello: wire.ServerHello | None = None
         self.certificates: list[bytes] | None = None  # TLS <= 1.2 Certificate, served order
         self.alert: AlertSeen | None = None
+        self.warning: AlertSeen | None = None  # a warning alert the handshake went on past
+        self.certificate_requested = False  # a CertificateRequest in clear (TLS <= 1.2)
+        # TLS 1.3: the client answered the server's flight with its own (not an alert);
+        # established once the server answers that without an alert.
+        self.client_answered = False
+        self.first_close: str | None = None  # "client" | "server": who closed first
         self.outcome: str | None = None
         self.detail: str | None = None  # a sentence on how it ended, for the record
         self.client_hello_error: str | None = None
@@ -106,27 +117,46 @@ class HandshakeTracker:
             self._decide(CLOSED, "more than 1 MiB relayed without a recognisable handshake end")
         return self.outcome is not None
 
+    def side_closed(self, from_client: bool) -> None:
+        """One direction ended (FIN or reset: the proxy sees both as EOF)."""
+        if self.first_close is None:
+            self.first_close = "client" if from_client else "server"
+
     def closed(self) -> None:
-        """The tunnel closed (FIN or reset: the proxy sees both as EOF)."""
+        """The tunnel closed, both ways."""
         if self.outcome is not None:
             return
+        if self.alert is None and self.warning is not None:
+            self.alert = self.warning  # the last word before the close
         if self.alert is not None:
             self._decide_alert()
             return
-        if self._client.bytes == 0:
+        by = f"the {self.first_close}" if self.first_close else "the tunnel"
+        if self.client_answered:
+            if self.first_close == "server":
+                self._decide(CLOSED, "the server closed after the client's part of the TLS 1.3 "
+                                     "handshake, without a word: it refused it")
+            else:  # the server had nothing to object to before the client went
+                self._decide(ESTABLISHED, None)
+        elif self._client.bytes == 0:
             self._decide(CLOSED, "the tunnel closed before the client sent anything")
         elif self.client_hello is None:
-            self._decide(CLOSED, "the tunnel closed before a complete ClientHello")
+            self._decide(CLOSED, f"{by} closed before a complete ClientHello")
         elif self.server_hello is None:
-            self._decide(CLOSED, "the server closed after the ClientHello without an alert")
+            if self.first_close == "client":
+                self._decide(CLOSED, "the client closed after its ClientHello, before the server answered")
+            else:
+                self._decide(CLOSED, f"{by} closed after the ClientHello without an alert")
         elif self.certificates is not None:
-            self._decide(CLOSED, "closed after the server's certificate, without an alert")
+            self._decide(CLOSED, f"{by} closed after the server's certificate, without an alert")
         else:
-            self._decide(CLOSED, "closed after the ServerHello, before the handshake finished")
+            self._decide(CLOSED, f"{by} closed after the ServerHello, before the handshake finished")
 
     def timed_out(self, seconds: float) -> None:
         if self.outcome is None:
-            if self.client_hello is None:
+            if self.client_answered:  # a quiet server that has not objected either
+                self._decide(ESTABLISHED, None)
+            elif self.client_hello is None:
                 what = "no ClientHello"
             elif self.server_hello is None:
                 what = "no ServerHello"
@@ -147,21 +177,42 @@ class HandshakeTracker:
             alert = wire.parse_alert(record.payload) if not encrypted else wire.Alert(None, None)
             if alert.code == 0:
                 return  # close_notify is no verdict
-            self.alert = AlertSeen("client" if from_client else "server", alert.code)
+            sender = "client" if from_client else "server"
+            seen = AlertSeen(sender, alert.code, sender == "server" and self.certificate_requested)
+            if alert.level == WARNING_LEVEL:
+                # e.g. a TLS 1.2 server's warning unrecognized_name: the handshake goes on
+                self.warning = seen
+                return
+            self.alert = seen
             self._decide_alert()
         elif record.type == wire.CHANGE_CIPHER_SPEC:
             side.ccs = True
             if self._tls12() and self._client.ccs and self._server.ccs:
                 self._decide(ESTABLISHED, None)
-        elif from_client and self._tls13():  # encrypted: application data
-            # Counted from the final ServerHello on: 0-RTT data sent before it is no answer.
-            side.encrypted_records += 1
-            if side.encrypted_records == 1:
-                if len(record.payload) <= ENCRYPTED_ALERT_MAX:
-                    self.alert = AlertSeen("client", None)
-                    self._decide_alert()
-                else:
-                    self._decide(ESTABLISHED, None)
+        elif self._tls13():  # encrypted application data records, after the ServerHello
+            self._tls13_encrypted(from_client, len(record.payload))
+
+    def _tls13_encrypted(self, from_client: bool, size: int) -> None:
+        """TLS 1.3 hides the rest of the handshake; record sizes and order still tell.
+
+        The client's first record after the server's flight is an alert (it rejected
+        the server's certificate) or the start of its own flight (0-RTT's end, its
+        certificate, its Finished). The server's next record answers that flight: an
+        alert refuses the client's certificate, anything else (tickets, data) accepts.
+        """
+        alert = size <= ENCRYPTED_ALERT_MAX
+        if from_client and not self.client_answered:
+            if alert:
+                self.alert = AlertSeen("client", None)
+                self._decide_alert()
+            else:
+                self.client_answered = True
+        elif not from_client and self.client_answered:
+            if alert:
+                self.alert = AlertSeen("server", None, client_certificate=True)
+                self._decide_alert()
+            else:
+                self._decide(ESTABLISHED, None)
 
     def _handshake_message(self, from_client: bool, msg_type: int, body: bytes) -> None:
         if from_client and msg_type == wire.CLIENT_HELLO:
@@ -171,6 +222,8 @@ class HandshakeTracker:
             self.server_hello = wire.parse_server_hello(body)
         elif not from_client and msg_type == wire.CERTIFICATE and not self._tls13():
             self.certificates = wire.parse_certificate_list(body)
+        elif not from_client and msg_type == wire.CERTIFICATE_REQUEST:
+            self.certificate_requested = True
 
     def _tls13(self) -> bool:
         sh = self.server_hello
@@ -288,6 +341,15 @@ def outcome_findings(
                 "tunnel): expected if the port is not TLS, otherwise check the URL scheme.",
             )
         ]
+    if outcome == SERVER_ALERT and alert is not None and alert.client_certificate:
+        if alert.code is None:
+            message = ("the server ended the TLS 1.3 handshake with an encrypted alert right "
+                       "after the client's certificate and Finished: it requires a client "
+                       "certificate, or refused the one sent")
+        else:
+            message = (f"the server asked for a client certificate, then refused the "
+                       f"handshake: {_alert_text(alert)}")
+        return [finding("server-alert", message, _CLIENT_CERTIFICATE_HINT)]
     if outcome == SERVER_ALERT and alert is not None:
         return [finding("server-alert", f"the server refused the handshake: {_alert_text(alert)}",
                         _SERVER_ALERT_HINTS.get(alert.code, _SERVER_ALERT_DEFAULT))]
@@ -328,6 +390,15 @@ def outcome_findings(
                 "it never gets, or an overloaded server.",
             )
         ]
+    if detail and detail.startswith("the client closed"):
+        return [
+            finding(
+                "handshake-aborted",
+                detail,
+                "The client gave up waiting for the server: a client timeout shorter than "
+                "the server's answer, or a server that never answers this ClientHello.",
+            )
+        ]
     if not client_hello_seen:
         return [
             finding(
@@ -353,6 +424,10 @@ def _alert_text(alert: AlertSeen) -> str:
     return d["description"] if d["code"] is None else f"{d['description']} ({d['code']})"
 
 
+_CLIENT_CERTIFICATE_HINT = (
+    "The server wants mutual TLS: configure the client's certificate and key, issued by a "
+    "CA the server accepts for clients (openssl s_client -cert/-key reproduces it)."
+)
 _SERVER_ALERT_DEFAULT = (
     "Compare the ClientHello (SNI, versions, ALPN) with what the server accepts."
 )

@@ -18,17 +18,26 @@ class Transcript:
     server_error: str | None = None
 
 
-def server_context(leaf: Issued, chain: list[Issued] = (), *, sni_names=None,
-                   max_version=None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    if max_version:
-        ctx.maximum_version = max_version
+def _load(ctx: ssl.SSLContext, leaf: Issued, chain=()) -> None:
     with tempfile.NamedTemporaryFile() as c, tempfile.NamedTemporaryFile() as k:
         c.write(leaf.pem + b"".join(x.pem for x in chain))
         c.flush()
         k.write(leaf.key_pem)
         k.flush()
         ctx.load_cert_chain(c.name, k.name)
+
+
+def server_context(leaf: Issued, chain: list[Issued] = (), *, sni_names=None,
+                   max_version=None, client_ca: Issued | None = None,
+                   client_cert: ssl.VerifyMode = ssl.CERT_REQUIRED) -> ssl.SSLContext:
+    """client_ca: ask for a client certificate issued by it (required or optional)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    if max_version:
+        ctx.maximum_version = max_version
+    _load(ctx, leaf, chain)
+    if client_ca is not None:
+        ctx.load_verify_locations(cadata=client_ca.pem.decode())
+        ctx.verify_mode = client_cert
     if sni_names is not None:
         def cb(sslobj, name, _ctx):
             return None if name in sni_names else ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
@@ -36,8 +45,11 @@ def server_context(leaf: Issued, chain: list[Issued] = (), *, sni_names=None,
     return ctx
 
 
-def client_context(root: Issued | None, *, max_version=None, alpn=None) -> ssl.SSLContext:
+def client_context(root: Issued | None, *, max_version=None, alpn=None,
+                   cert: Issued | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None:
+        _load(ctx, cert)
     if root is not None:
         ctx.load_verify_locations(cadata=root.pem.decode())
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from inspector import handshake, wire
 from inspector.analysis import tunnel_findings
@@ -107,6 +108,85 @@ def test_hello_retry_request_is_followed_to_the_end(certs, trusted, outcome):
     assert tr.outcome == outcome
     assert tr.version == "TLSv1.3" and not tr.server_hello.retry
     assert tr.client_hello.sni_raw == HOST.encode()
+
+
+@pytest.fixture(scope="module")
+def clients():
+    """A client CA the server asks for, its client certificate, and one from elsewhere."""
+    ca, other = make_cert("Client CA", ca=True), make_cert("Other CA", ca=True)
+    usage = (ExtendedKeyUsageOID.CLIENT_AUTH,)
+    return ca, make_cert("client one", ca, usage=usage), make_cert("stranger", other, usage=usage)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2])
+@pytest.mark.parametrize("case,mode,outcome", [
+    ("good", ssl.CERT_REQUIRED, handshake.ESTABLISHED),
+    (None, ssl.CERT_OPTIONAL, handshake.ESTABLISHED),  # asked for, none sent, accepted
+    (None, ssl.CERT_REQUIRED, handshake.SERVER_ALERT),
+    ("stranger", ssl.CERT_REQUIRED, handshake.SERVER_ALERT),
+])
+def test_client_certificates_asked_for_by_the_server(certs, clients, version, case, mode, outcome):
+    """Mutual TLS: in TLS 1.3 the request, the client's certificate and the server's
+    refusal are all encrypted; record sizes and order tell the refusal apart from the
+    client's own answer."""
+    root, leaf = certs
+    ca, good, stranger = clients
+    cert = {"good": good, "stranger": stranger, None: None}[case]
+    t = run_handshake(client_context(root, max_version=version, cert=cert),
+                      server_context(leaf, client_ca=ca, client_cert=mode), HOST)
+    assert (t.server_error is None) == (outcome == handshake.ESTABLISHED)
+    tr = track(t)
+    assert tr.outcome == outcome
+    if outcome == handshake.SERVER_ALERT:
+        assert tr.alert.sender == "server" and tr.alert.client_certificate
+        (f,) = handshake.outcome_findings(tr.outcome, tr.alert, tr.detail, True)
+        assert f.code == "server-alert" and "client certificate" in f.message
+        assert "mutual TLS" in f.hint
+        if version == ssl.TLSVersion.TLSv1_2:
+            assert tr.alert.code is not None  # in clear, after a CertificateRequest in clear
+
+
+def test_tls13_early_data_end_is_no_alert():
+    """0-RTT: the client's first record after the ServerHello is EndOfEarlyData (21
+    bytes encrypted), then its Finished; the server's tickets accept."""
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"svc.lab.test") + bytes([23, 3, 3, 0, 40]) + b"\x00" * 40)
+    tr.feed(False, _server_hello_record(0x0304) + bytes([23, 3, 3, 0, 90]) + b"\x00" * 90)
+    assert not tr.feed(True, bytes([23, 3, 3, 0, 21]) + b"\x00" * 21)
+    assert not tr.feed(True, bytes([23, 3, 3, 0, 53]) + b"\x00" * 53)
+    assert not tr.feed(True, bytes([23, 3, 3, 0, 19]) + b"\x00" * 19)  # close_notify: no verdict
+    assert tr.feed(False, bytes([23, 3, 3, 0, 200]) + b"\x00" * 200)
+    assert tr.outcome == handshake.ESTABLISHED and tr.alert is None
+
+
+def test_a_warning_alert_does_not_end_the_handshake():
+    """A TLS 1.2 server's warning unrecognized_name (OpenSSL's s_server, some Apache and
+    Java servers) is followed by a complete handshake."""
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"other.lab.test"))
+    assert not tr.feed(False, bytes([21, 3, 3, 0, 2, 1, 112]) + _server_hello_record(0x0303))
+    assert not tr.feed(True, bytes([20, 3, 3, 0, 1, 1]))
+    assert tr.feed(False, bytes([20, 3, 3, 0, 1, 1]))
+    assert tr.outcome == handshake.ESTABLISHED and tr.alert is None
+    # the same warning, then a close: it is the last word there is
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"other.lab.test"))
+    tr.feed(False, bytes([21, 3, 3, 0, 2, 1, 112]))
+    tr.closed()
+    assert tr.outcome == handshake.SERVER_ALERT and tr.alert.code == 112
+
+
+@pytest.mark.parametrize("first,detail", [
+    ("client", "the client closed after its ClientHello, before the server answered"),
+    ("server", "the server closed after the ClientHello without an alert"),
+])
+def test_who_closed_first_is_named(first, detail):
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"svc.lab.test"))
+    tr.side_closed(first == "client")
+    tr.side_closed(first != "client")
+    tr.closed()
+    assert tr.outcome == handshake.CLOSED and tr.detail == detail
 
 
 def test_encrypted_tls13_client_alert_is_recognised():

@@ -13,7 +13,9 @@ import subprocess
 import sys
 
 import pytest
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from inspector.lab.pki import make_cert
 from inspector.lab.server import TLSServer
 
 from .conftest import (HOST, connect_tunnel, env_without_proxy, require_tool,
@@ -83,6 +85,36 @@ def test_curl_through_a_hello_retry_request_is_established(start_proxy, pki):
     assert rec["handshake"]["outcome"] == "established"
     assert rec["handshake"]["version"] == "TLSv1.3"
     assert rec["sni"] == HOST and rec["findings"] == [] and rec["flagged"] is False
+
+
+def test_curl_to_a_server_that_requires_a_client_certificate(start_proxy, pki, tmp_path):
+    """Mutual TLS over TLS 1.3: without a certificate the server's refusal is encrypted,
+    after a client Finished that would otherwise pass for success."""
+    curl = require_tool("curl")
+    ca = make_cert("Client CA", ca=True)
+    client = make_cert("client one", ca, usage=(ExtendedKeyUsageOID.CLIENT_AUTH,))
+    (tmp_path / "client.pem").write_bytes(client.pem)
+    (tmp_path / "client.key").write_bytes(client.key_pem)
+    with TLSServer([pki["leaf"].cert], pki["leaf"].key, client_ca=ca.pem) as server:
+        port = server.port
+        p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}")
+
+        def fetch(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([curl, "-sS", "--max-time", "10", "--cacert", pki["root_pem"],
+                                   *args, "-x", p.url, f"https://{HOST}:{port}/"],
+                                  capture_output=True, text=True, env=env_without_proxy(), timeout=20)
+
+        refused = fetch()
+        assert refused.returncode != 0 and "certificate required" in refused.stderr
+        rec = only(p.records(1))
+        accepted = fetch("--cert", str(tmp_path / "client.pem"), "--key", str(tmp_path / "client.key"))
+        assert accepted.returncode == 0 and accepted.stdout == "ok\n", accepted.stderr
+        good = p.records(2)[1]
+    assert rec["handshake"]["outcome"] == "server-alert"
+    assert rec["handshake"]["alert"] == {"from": "server", "code": None, "description": "encrypted"}
+    (f,) = rec["findings"]
+    assert f["code"] == "server-alert" and "requires a client certificate" in f["message"]
+    assert good["handshake"]["outcome"] == "established" and good["findings"] == []
 
 
 def test_openssl_without_sni_shows_incident_two(start_proxy, strict_server):

@@ -105,9 +105,14 @@ async def _probe(host, port, sni, upstream_proxy, connect_name) -> ProbeResult:
             if finished or tracker.decided:
                 if error and not tracker.decided:
                     tracker.end("closed", f"the probe's TLS library gave up: {error}")
+                elif not tracker.decided:
+                    # TLS 1.3: the probe has the chain and leaves before the server's answer
+                    tracker.side_closed(True)
+                    tracker.closed()
                 break
             data = await reader.read(READ_SIZE)
             if not data:
+                tracker.side_closed(False)
                 tracker.closed()
                 break
             tracker.feed(False, data)

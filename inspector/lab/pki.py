@@ -60,8 +60,10 @@ def make_cert(
     not_after: dt.datetime | None = None,
     key=None,
     subject_name: x509.Name | None = None,
+    usage: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.SERVER_AUTH,),
 ) -> Issued:
-    """A certificate for `cn`, signed by `issuer` (self-signed when None)."""
+    """A certificate for `cn`, signed by `issuer` (self-signed when None); `usage` is
+    the leaf's extended key usage (CLIENT_AUTH for a client certificate)."""
     key = key or make_key()
     subject = subject_name or _name(cn)
     builder = (
@@ -89,7 +91,7 @@ def make_cert(
             x509.KeyUsage(True, False, True, False, False, False, False, False, False), True
         )
         builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False
+            x509.ExtendedKeyUsage(list(usage)), False
         )
         names: list[x509.GeneralName] = []
         for san in sans or (cn,):

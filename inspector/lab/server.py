@@ -20,6 +20,7 @@ from .http1 import read_head
 
 ACCEPT_POLL = 0.2  # seconds; how quickly stop() is noticed
 CONN_TIMEOUT = 10.0  # a stuck client cannot pin a thread for longer
+LINGER = 1.0  # seconds a refused client's remaining bytes are read for
 
 
 def _pem(cert) -> bytes:
@@ -45,6 +46,7 @@ class TLSServer:
         max_version: ssl.TLSVersion | None = None,
         host: str = "127.0.0.1",
         curve: str | None = None,
+        client_ca: bytes | None = None,
     ) -> None:
         self.mode = mode
         self.sni_names = {n.lower() for n in sni_names} if sni_names is not None else None
@@ -52,6 +54,9 @@ class TLSServer:
         self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         if max_version is not None:
             self._ctx.maximum_version = max_version
+        if client_ca is not None:  # mutual TLS: a client certificate from this CA (PEM)
+            self._ctx.load_verify_locations(cadata=client_ca.decode())
+            self._ctx.verify_mode = ssl.CERT_REQUIRED
         if curve is not None:
             # The only group: a TLS 1.3 client whose key share is another (OpenSSL and
             # curl send X25519) gets a HelloRetryRequest, as from many real servers.
@@ -111,6 +116,7 @@ class TLSServer:
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(CONN_TIMEOUT)
+        spare = conn.dup()  # the TLS socket takes `conn`; this one closes after it, gently
         try:
             if self.mode == "stall":
                 self._stop.wait(CONN_TIMEOUT)
@@ -121,10 +127,13 @@ class TLSServer:
                         tls.sendall(data)
                 else:
                     self._http(tls)
-        except (OSError, ssl.SSLError):
-            pass  # the clients in the lab fail on purpose; their failure is the data
+        except ssl.SSLError:
+            _lingering_close(spare)  # the clients in the lab fail on purpose: the data
+        except OSError:
+            pass
         finally:
             conn.close()
+            spare.close()
 
     @staticmethod
     def _http(tls: ssl.SSLSocket) -> None:
@@ -135,3 +144,18 @@ class TLSServer:
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (len(body), body)
         )
+
+
+def _lingering_close(sock: socket.socket) -> None:
+    """Close after a refused handshake the way nginx does: FIN first, then read what the
+    client had already sent (a TLS 1.3 client's request follows its Finished). Closing
+    with unread bytes sends a reset, and a reset can destroy the alert before the client
+    reads it: the client would see "connection reset", not why."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER)
+        for _ in range(64):
+            if not sock.recv(65536):
+                return
+    except OSError:
+        pass
