@@ -187,6 +187,15 @@ def test_spool_keeps_records_out_of_memory_and_reads_them_back():
 # --- the live proxy, in the UI's own event loop ------------------------------------------------
 
 
+async def _listening_port(app: InspectorApp, pilot) -> int:
+    """The port once the app's proxy listens (bounded: 10 s)."""
+    deadline = time.monotonic() + 10
+    while not app.status.source.startswith("listening on"):
+        assert time.monotonic() < deadline and app.start_error is None, app.status.source
+        await pilot.pause(0.05)
+    return int(app.status.source.rsplit(":", 1)[1])
+
+
 def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
     from addons.tunnel_inspector import TunnelInspector
 
@@ -199,11 +208,7 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
         feed = ProxyFeed([addon], options, addon.stream)
         app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
         async with app.run_test(size=(160, 45)) as pilot:
-            deadline = time.monotonic() + 10
-            while not app.status.source.startswith("listening on"):
-                assert time.monotonic() < deadline and app.start_error is None, app.status.source
-                await pilot.pause(0.05)
-            proxy_port = int(app.status.source.rsplit(":", 1)[1])
+            proxy_port = await _listening_port(app, pilot)
 
             def client():
                 with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=HOST):
@@ -243,11 +248,7 @@ def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
         feed = ProxyFeed([addon], options, addon.stream)
         app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
         async with app.run_test(size=(160, 45)) as pilot:
-            deadline = time.monotonic() + 10
-            while not app.status.source.startswith("listening on"):
-                assert time.monotonic() < deadline and app.start_error is None, app.status.source
-                await pilot.pause(0.05)
-            proxy_port = int(app.status.source.rsplit(":", 1)[1])
+            proxy_port = await _listening_port(app, pilot)
 
             def refused() -> bytes:
                 with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
