@@ -18,10 +18,7 @@ import time
 from collections.abc import Sequence
 
 from mitmproxy import connection, ctx, exceptions, http, tls
-from mitmproxy.proxy import events, layer
-from mitmproxy.proxy.layers import TCPLayer
-from mitmproxy.proxy.layers.tcp import TcpMessageInjected
-from mitmproxy.proxy.utils import expect
+from mitmproxy.proxy import layer
 from mitmproxy.proxy.layers.http import HttpStream
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
@@ -35,42 +32,12 @@ from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_addre
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.connect_to import ConnectTo, ConnectToError
 from inspector.escape import safe
+from inspector.mitm.relay import TunnelRelay
 from inspector.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
 from inspector.record import Tunnel, host_port
 from inspector.stream import JsonlSink, RecordStream, format_line
 
 log = logging.getLogger(__name__)
-
-
-class _ObservedTCPLayer(TCPLayer):
-    """mitmproxy's raw TCP relay, with the tunnel's bytes shown to an observer first.
-
-    Built as an ignored-host relay (no TCPFlow, so no tcp_* hooks): a hook event is
-    dispatched to every addon, and the per-tunnel hooks were most of the inspector's
-    cost over bare mitmproxy. The observer sees each chunk before it is relayed, and
-    is dropped once the handshake is decided: from then on the tunnel costs exactly
-    what an ignored connection costs.
-    """
-
-    def __init__(self, context, observe, half_closed, closed) -> None:
-        super().__init__(context, ignore=True)
-        self._observe = observe  # (from_client, data) -> None
-        self._half_closed = half_closed  # (from_client) -> None, as each side closes
-        self._closed = closed  # () -> None, once both directions have closed
-
-    def stop_observing(self) -> None:
-        self._observe = self._half_closed = self._closed = None
-
-    @expect(events.DataReceived, events.ConnectionClosed, TcpMessageInjected)
-    def relay_messages(self, event: events.Event) -> layer.CommandGenerator[None]:
-        if self._observe is not None:
-            if isinstance(event, events.DataReceived):
-                self._observe(event.connection == self.context.client, event.data)
-            elif isinstance(event, events.ConnectionClosed):
-                self._half_closed(event.connection == self.context.client)
-        yield from super().relay_messages(event)
-        if self._closed is not None and self._handle_event == self.done:
-            self._closed()
 
 
 class _Live:
@@ -83,7 +50,7 @@ class _Live:
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
         self.tracker = HandshakeTracker()
-        self.layer: _ObservedTCPLayer | None = None
+        self.layer: TunnelRelay | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.target: tuple | None = None  # the CONNECT target after --connect-to
         # intercept mode: what mitmproxy's own two handshakes reported
@@ -96,7 +63,11 @@ class TunnelInspector:
     def __init__(self) -> None:
         self.stream = RecordStream()
         self.judge: ChainJudge | None = None
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, _Live] = {}  # client id -> the tunnel whose record is not written yet
+        # client id -> CONNECTs seen on that connection: every passthrough tunnel is relayed
+        # by our layer for its whole life, its record written or not (a ClientHello that
+        # comes after --handshake-timeout must still reach the server, not mitmproxy's TLS).
+        self._connects: dict[str, int] = {}
         self._judging: set[asyncio.Task] = set()
         self._connect_to = ConnectTo([])
         self._jsonl: JsonlSink | None = None
@@ -201,8 +172,11 @@ class TunnelInspector:
     def http_connect(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
         self._opening.pop(client.id, None)
+        # A client may send another CONNECT on the same connection (after a 407 or a
+        # 502): each tunnel gets its own record id.
+        n = self._connects[client.id] = self._connects.get(client.id, 0) + 1
         t = Tunnel(
-            id=client.id,
+            id=client.id if n == 1 else f"{client.id}.{n}",
             client=client.peername,
             connect_host=flow.request.host,
             connect_port=flow.request.port,
@@ -241,6 +215,10 @@ class TunnelInspector:
                             "retry with credentials gets no tunnel and no record",
                             host_port(safe(live.tunnel.connect_host), live.tunnel.connect_port))
             return
+        if flow.response is not None:
+            # mitmproxy cannot take a second CONNECT on a connection whose first failed
+            # (it asserts on the dead server connection): ask the client for a new one.
+            flow.response.headers["connection"] = "close"
         reason = flow.server_conn.error or (flow.response.reason if flow.response else None)
         live.tracker.end(handshake.CONNECT_FAILED,
                          f"{connect_error_text(reason)} (proxy answered {code})")
@@ -248,23 +226,27 @@ class TunnelInspector:
 
     def next_layer(self, nextlayer: layer.NextLayer) -> None:
         ctx_ = nextlayer.context
+        cid = ctx_.client.id
         if len(ctx_.layers) == 1 and (first := nextlayer.data_client()):
             # The client's first bytes to the proxy itself: kept until a request parses, so
             # a CONNECT that mitmproxy rejects unparsed (no hook fires) still gets a record.
-            self._opening[ctx_.client.id] = first[:OPENING_BYTES]
+            self._opening[cid] = first[:OPENING_BYTES]
             return
-        live = self._live.get(ctx_.client.id)
         if (
             self._intercept
-            or live is None
+            or cid not in self._connects
             or nextlayer.layer is not None
-            or live.layer is not None
             or not ctx_.layers
             or not isinstance(ctx_.layers[-1], (HttpStream, HttpUpstreamProxy))
         ):
             return
-        cid = ctx_.client.id
-        live.layer = _ObservedTCPLayer(
+        live = self._live.get(cid)
+        if live is None or live.layer is not None:
+            # The record is written (e.g. --handshake-timeout passed before the client's
+            # first byte): the tunnel is still relayed as it is, just no longer observed.
+            nextlayer.layer = TunnelRelay(ctx_, None, None, None)
+            return
+        live.layer = TunnelRelay(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
             live.tracker.side_closed, lambda: self._closed(cid),
         )
@@ -348,6 +330,7 @@ class TunnelInspector:
     def client_disconnected(self, client: connection.Client) -> None:
         # The safety net: whatever path a tunnel took, it gets its record here at the latest.
         self._closed(client.id)
+        self._connects.pop(client.id, None)
         opening = self._opening.pop(client.id, None)
         if opening is not None:
             self._publish_unparsed(client, opening)

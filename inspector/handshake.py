@@ -36,9 +36,11 @@ ENCRYPTED_ALERT_MAX = 20
 WARNING_LEVEL = 1
 
 # Bounds on what is buffered before a decision: a Certificate message with a long
-# chain is the largest thing a handshake carries in clear.
+# chain is the largest thing a handshake carries in clear; a longer message is counted
+# past, not buffered. Bytes are only counted, so the undecided limit can allow the
+# largest legal message (2^24) before giving up on a handshake that never ends.
 HANDSHAKE_MESSAGE_LIMIT = 256 * 1024
-UNDECIDED_BYTES_LIMIT = 1024 * 1024
+UNDECIDED_BYTES_LIMIT = 17 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -114,13 +116,21 @@ class HandshakeTracker:
                 self._decide(CLOSED, f"the {who} sent malformed TLS: {e}")
             return True
         if self._client.bytes + self._server.bytes > UNDECIDED_BYTES_LIMIT:
-            self._decide(CLOSED, "more than 1 MiB relayed without a recognisable handshake end")
+            self._decide(CLOSED, "more than 17 MiB relayed without a recognisable handshake end")
         return self.outcome is not None
 
     def side_closed(self, from_client: bool) -> None:
-        """One direction ended (FIN or reset: the proxy sees both as EOF)."""
+        """One direction ended (FIN or reset: the proxy sees both as EOF).
+
+        The relay keeps the other direction open (TCP half-close), so the peer may
+        still answer the end itself; but a side that ends before its part of the
+        handshake is done has given the handshake up, and that decides it now.
+        """
         if self.first_close is None:
             self.first_close = "client" if from_client else "server"
+        side = self._client if from_client else self._server
+        if not self.decided and not (side.ccs and self._tls12()) and not self.client_answered:
+            self.closed()
 
     def closed(self) -> None:
         """The tunnel closed, both ways."""
@@ -153,16 +163,22 @@ class HandshakeTracker:
             self._decide(CLOSED, f"{by} closed after the ServerHello, before the handshake finished")
 
     def timed_out(self, seconds: float) -> None:
-        if self.outcome is None:
-            if self.client_answered:  # a quiet server that has not objected either
-                self._decide(ESTABLISHED, None)
-            elif self.client_hello is None:
-                what = "no ClientHello"
-            elif self.server_hello is None:
-                what = "no ServerHello"
-            else:
-                what = "the handshake did not finish"
-            self._decide(TIMEOUT, f"{what} within {seconds:g} s")
+        if self.outcome is not None:
+            return
+        if self.client_answered:  # a quiet server that has not objected either
+            self._decide(ESTABLISHED, None)
+            return
+        if self.client_hello is None:
+            what = "no ClientHello"
+        elif self.server_hello is None:
+            what = "no ServerHello"
+        else:
+            what = "the handshake did not finish"
+        after = ""
+        if self.warning is not None:  # the last word before the silence
+            self.alert = self.warning
+            after = f", after the {self.warning.sender}'s warning alert {self.warning.to_dict()['description']}"
+        self._decide(TIMEOUT, f"{what} within {seconds:g} s{after}")
 
     def _record(self, from_client: bool, side: _Side, record: wire.Record) -> None:
         # After its ChangeCipherSpec a TLS <= 1.2 side encrypts every record. In TLS 1.3
@@ -214,7 +230,18 @@ class HandshakeTracker:
             else:
                 self._decide(ESTABLISHED, None)
 
-    def _handshake_message(self, from_client: bool, msg_type: int, body: bytes) -> None:
+    def _handshake_message(self, from_client: bool, msg_type: int, body: bytes | None) -> None:
+        if from_client and self.client_hello is None and msg_type != wire.CLIENT_HELLO:
+            raise wire.WireError(f"the client's first handshake message is of type {msg_type}, "
+                                 "not a ClientHello")
+        if body is None:
+            # Over HANDSHAKE_MESSAGE_LIMIT: legal (a Certificate message may be up to
+            # 16 MiB) but passed over unread. The records around it still tell how the
+            # handshake ends; the chain then comes from a probe.
+            if msg_type in (wire.CLIENT_HELLO, wire.SERVER_HELLO):
+                who = "client" if from_client else "server"
+                raise wire.WireError(f"the {who}'s hello is over {HANDSHAKE_MESSAGE_LIMIT} bytes")
+            return
         if from_client and msg_type == wire.CLIENT_HELLO:
             if self.client_hello is None:  # a second one follows a HelloRetryRequest
                 self.client_hello = wire.parse_client_hello(body)

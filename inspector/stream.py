@@ -159,7 +159,9 @@ def format_line(record: dict, colour: bool = False) -> str:
         sni_text = safe(sni)
     outcome = hs["outcome"]
     alert = hs.get("alert")
-    if alert:
+    if alert and outcome == "timeout":  # a warning alert, then silence
+        outcome = f"timeout after {alert['from']} alert: {alert['description']}"
+    elif alert:
         outcome = f"{alert['from']} alert: {alert['description']}"
     elif outcome == "established" and hs.get("version"):
         outcome = f"established {hs['version']}"

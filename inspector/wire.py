@@ -149,21 +149,36 @@ class RecordReader:
 
 
 class HandshakeReader:
-    """Reassembles handshake messages that span or share records."""
+    """Reassembles handshake messages that span or share records.
+
+    A message longer than `limit` is legal (up to 2^24 bytes: a Certificate message
+    with a long chain) but is not buffered: it is passed over as it streams by and
+    reported as (type, None), so memory per tunnel stays bounded whatever a peer sends.
+    """
 
     def __init__(self, limit: int) -> None:
         self._buf = bytearray()
         self._limit = limit
+        self._skipping = 0  # bytes left of an oversized message being passed over
+        self.skipped: list[tuple[int, int]] = []  # (type, length) of each passed over
 
-    def feed(self, payload: bytes) -> list[tuple[int, bytes]]:
+    def feed(self, payload: bytes) -> list[tuple[int, bytes | None]]:
+        if self._skipping:
+            n = min(self._skipping, len(payload))
+            self._skipping -= n
+            payload = payload[n:]
         self._buf += payload
-        messages = []
+        messages: list[tuple[int, bytes | None]] = []
         while len(self._buf) >= 4:
             length = int.from_bytes(self._buf[1:4], "big")
             if length > self._limit:
-                raise WireError(
-                    f"handshake message of {length} bytes exceeds the {self._limit}-byte limit"
-                )
+                msg_type = self._buf[0]
+                self.skipped.append((msg_type, length))
+                messages.append((msg_type, None))
+                held = len(self._buf) - 4
+                self._skipping = max(0, length - held)
+                del self._buf[: 4 + min(length, held)]
+                continue
             if len(self._buf) < 4 + length:
                 break
             messages.append((self._buf[0], bytes(self._buf[4 : 4 + length])))

@@ -275,3 +275,49 @@ def _server_hello_record(version: int) -> bytes:
     body = (b"\x03\x03" + b"\x22" * 32 + b"\x00" + b"\x13\x01" + b"\x00"
             + len(ext).to_bytes(2, "big") + ext)
     return _record(22, 2, body)
+
+
+def _split_records(rtype: int, message: bytes, size: int = 16384) -> bytes:
+    return b"".join(bytes([rtype, 3, 3]) + len(message[i:i + size]).to_bytes(2, "big")
+                    + message[i:i + size] for i in range(0, len(message), size))
+
+
+def test_a_certificate_message_over_the_read_limit_is_passed_over_not_malformed():
+    """A 364 KB Certificate message is legal (up to 2^24): the tracker passes over it
+    without buffering it and still reads how the handshake ends."""
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"svc.lab.test"))
+    tr.feed(False, _server_hello_record(0x0303))
+    body = b"\x00" * (364 * 1024)
+    certificate = bytes([wire.CERTIFICATE]) + len(body).to_bytes(3, "big") + body
+    for i in range(0, len(certificate), 1000):  # in pieces, as a socket delivers it
+        assert not tr.feed(False, _split_records(22, certificate[i:i + 1000]))
+        assert len(tr._server.handshake._buf) < 2000  # nothing of it is held
+    assert not tr.feed(False, _split_records(22, bytes([14, 0, 0, 0])))  # ServerHelloDone
+    assert not tr.feed(True, bytes([20, 3, 3, 0, 1, 1]))
+    assert tr.feed(False, bytes([20, 3, 3, 0, 1, 1]))
+    assert tr.outcome == handshake.ESTABLISHED and tr.version == "TLSv1.2"
+    assert tr.certificates is None  # not observed: the chain stage probes for it
+
+
+def test_a_warning_alert_then_silence_keeps_the_alert_in_the_timeout():
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"other.lab.test"))
+    tr.feed(False, bytes([21, 3, 3, 0, 2, 1, 112]))  # warning unrecognized_name
+    tr.timed_out(10)
+    assert tr.outcome == handshake.TIMEOUT
+    assert tr.alert is not None and (tr.alert.sender, tr.alert.code) == ("server", 112)
+    assert tr.detail == ("no ServerHello within 10 s, after the server's warning alert "
+                         "unrecognized_name")
+
+
+def test_a_client_ending_its_side_mid_handshake_decides_at_once():
+    """The relay keeps the other direction open (half-close); the server may answer a
+    client's early end with an alert, but the client had already given up."""
+    tr = HandshakeTracker()
+    tr.feed(True, _client_hello_record(b"svc.lab.test")[:20])
+    tr.side_closed(True)
+    assert tr.outcome == handshake.CLOSED
+    assert tr.detail == "the client closed before a complete ClientHello"
+    assert tr.feed(False, bytes([21, 3, 3, 0, 2, 2, 50]))  # the server's answer changes nothing
+    assert tr.outcome == handshake.CLOSED

@@ -76,7 +76,8 @@ def outcome_text(handshake: dict) -> str:
     outcome = safe(handshake.get("outcome")) or "?"
     alert = handshake.get("alert")
     if isinstance(alert, dict):
-        return f"{safe(alert.get('from'))} alert {safe(alert.get('description'))}"
+        text = f"{safe(alert.get('from'))} alert {safe(alert.get('description'))}"
+        return f"timeout after {text}" if outcome == "timeout" else text
     version = handshake.get("version")
     if outcome == "established" and version:
         return f"established {safe(version)}"

@@ -1,0 +1,1 @@
+"""Everything that touches mitmproxy lives in this package."""

@@ -1,0 +1,175 @@
+"""The proxy in the path changes nothing a direct connection would show: every byte
+arrives, each direction ends on its own (TCP half-close), and a tunnel lives as long
+as its peers keep it, observed or not. Real sockets through the real proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import threading
+
+from .conftest import HOST, connect_tunnel
+
+TIMEOUT = 30.0
+
+
+class RawServer:
+    """A one-connection TCP server on 127.0.0.1 running `script(conn)` in a thread."""
+
+    def __init__(self, script) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(TIMEOUT)
+        self.port = self._listener.getsockname()[1]
+        self.result: dict = {}
+        self._script = script
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+            conn.settimeout(TIMEOUT)
+            with conn:
+                self._script(conn, self.result)
+        except OSError as e:
+            self.result["error"] = repr(e)
+        finally:
+            self._listener.close()
+
+    def join(self) -> dict:
+        self._thread.join(TIMEOUT)
+        assert not self._thread.is_alive(), "the server script did not finish"
+        return self.result
+
+
+def read_to_eof(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def sha_to_eof(sock: socket.socket) -> tuple[str, int]:
+    h, n = hashlib.sha256(), 0
+    while chunk := sock.recv(1 << 18):
+        h.update(chunk)
+        n += len(chunk)
+    return h.hexdigest(), n
+
+
+def test_client_half_close_still_gets_the_reply(start_proxy):
+    """The client sends its request and shuts its write side; the server answers only
+    after it saw that end (as an HTTP/1.0-style or rsh-style server does)."""
+    reply = os.urandom(1 << 20)
+
+    def server(conn, out):
+        out["request"] = read_to_eof(conn)
+        out["sent"] = conn.sendall(reply) is None
+
+    srv = RawServer(server)
+    p = start_proxy("--no-probe")
+    client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+    with client:
+        client.sendall(b"the whole request")
+        client.shutdown(socket.SHUT_WR)
+        got = read_to_eof(client)
+    result = srv.join()
+    assert result.get("request") == b"the whole request", result
+    assert result.get("sent") is True, result
+    assert got == reply, f"{len(got)} of {len(reply)} bytes arrived"
+
+
+def test_server_half_close_lets_the_client_keep_sending(start_proxy):
+    """The server says its piece and ends its side first; the client's upload that
+    follows must still reach it whole."""
+    upload = os.urandom(1 << 20)
+
+    def server(conn, out):
+        conn.sendall(b"greeting, then my side is done")
+        conn.shutdown(socket.SHUT_WR)
+        out["upload"] = read_to_eof(conn)
+
+    srv = RawServer(server)
+    p = start_proxy("--no-probe")
+    client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+    with client:
+        greeting = read_to_eof(client)  # the server's FIN arrives as EOF, the tunnel stays
+        client.sendall(upload)
+        client.shutdown(socket.SHUT_WR)
+        assert client.recv(1) == b""
+    assert greeting == b"greeting, then my side is done"
+    assert srv.join().get("upload") == upload
+
+
+def test_100_mib_both_ways_ending_in_half_closes(start_proxy):
+    """Both sides stream 100 MiB at once and each ends its own direction; SHA-256 of
+    what each side received equals what the other sent."""
+    size = 100 << 20
+    chunk = os.urandom(1 << 20)
+    sent = hashlib.sha256(chunk * (size // len(chunk))).hexdigest()
+
+    def stream(sock):
+        for _ in range(size // len(chunk)):
+            sock.sendall(chunk)
+        sock.shutdown(socket.SHUT_WR)
+
+    def server(conn, out):
+        t = threading.Thread(target=stream, args=(conn,))
+        t.start()
+        out["received"] = sha_to_eof(conn)
+        t.join(TIMEOUT)
+
+    srv = RawServer(server)
+    p = start_proxy("--no-probe")
+    client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+    with client:
+        t = threading.Thread(target=stream, args=(client,))
+        t.start()
+        received = sha_to_eof(client)
+        t.join(TIMEOUT)
+    assert received == (sent, size)
+    assert srv.join().get("received") == (sent, size)
+
+
+def test_a_client_hello_after_the_handshake_timeout_still_reaches_the_server(
+        start_proxy, echo_server, pki):
+    """--handshake-timeout ends observation, never the tunnel: a client that waits
+    past it before its ClientHello gets a working TLS connection, and the record says
+    the handshake was not seen in time."""
+    p = start_proxy("--no-probe", "--handshake-timeout", "0.5",
+                    "--connect-to", f"{HOST}:443:127.0.0.1:{echo_server.port}")
+    raw = connect_tunnel(p.port, HOST, 443, timeout=TIMEOUT)
+    (rec,) = p.records(1, timeout=TIMEOUT)  # the timeout record: observation is over
+    assert rec["handshake"]["outcome"] == "timeout"
+    assert rec["handshake"]["detail"] == "no ClientHello within 0.5 s"
+    ctx = ssl.create_default_context(cafile=pki["root_pem"])
+    with ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+        tls.sendall(b"late but welcome")
+        assert tls.recv(100) == b"late but welcome"
+    assert len(p.records(1)) == 1  # one tunnel, one record
+
+
+def test_a_failed_connect_closes_its_connection_so_a_retry_is_a_new_tunnel(start_proxy, echo_server):
+    """mitmproxy cannot serve a second CONNECT on a connection whose first one failed (it
+    recorded a second tunnel under the same id and crashed): the 502 says `connection:
+    close`, the client retries on a new connection, and each tunnel has its own record."""
+    from inspector.lab.http1 import read_head
+
+    closed = socket.create_server(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: the proxy answers 502
+    p = start_proxy("--no-probe")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT) as s:
+        s.sendall(f"CONNECT 127.0.0.1:{refused_port} HTTP/1.1\r\n\r\n".encode())
+        head = read_head(s, 8192)
+        assert head.startswith(b"HTTP/1.1 502") and b"\r\nconnection: close\r\n" in head
+        read_to_eof(s)  # the body, then the proxy's end of the connection
+    with connect_tunnel(p.port, "127.0.0.1", echo_server.port, timeout=TIMEOUT):
+        pass
+    records = p.records(2, timeout=TIMEOUT)
+    assert [r["handshake"]["outcome"] for r in records] == ["connect-failed", "closed"]
+    assert records[0]["id"] != records[1]["id"]
+    code, _, err = p.stop()
+    assert code == 0 and "Traceback" not in err, err
