@@ -173,3 +173,25 @@ def test_a_failed_connect_closes_its_connection_so_a_retry_is_a_new_tunnel(start
     assert records[0]["id"] != records[1]["id"]
     code, _, err = p.stop()
     assert code == 0 and "Traceback" not in err, err
+
+
+def test_sigint_with_open_tunnels_ends_quietly(start_proxy, echo_server):
+    """Stopping the proxy ends open tunnels the way a client leaving does: no
+    traceback per tunnel, exit 0, every tunnel recorded."""
+    import signal
+
+    p = start_proxy("--no-probe")
+    idle = [connect_tunnel(p.port, "127.0.0.1", echo_server.port, timeout=TIMEOUT) for _ in range(3)]
+    waiting = connect_tunnel(p.port, "127.0.0.1", echo_server.port, timeout=TIMEOUT)
+    for s in idle:
+        s.sendall(b"plain bytes: decided at once")
+    assert len(p.records(3, timeout=TIMEOUT)) == 3
+    p.proc.send_signal(signal.SIGINT)
+    code, out, err = p.stop()
+    assert code == 0, err
+    assert "Traceback" not in err and "CancelledError" not in err, err
+    records = p.records(4, timeout=TIMEOUT)
+    assert len(records) == 4
+    assert records[3]["handshake"]["detail"] == "the proxy stopped before the handshake finished"
+    for s in [*idle, waiting]:
+        s.close()
