@@ -125,6 +125,11 @@ class TunnelInspector:
             "through; the upstream gets exactly the client's SNI, none if none.",
         )
         loader.add_option(
+            "inspector_fast_relay", bool, True,
+            "Once a tunnel's handshake is decided, relay its sockets directly instead of "
+            "through mitmproxy's layers (same bytes, same half-closes; faster).",
+        )
+        loader.add_option(
             "inspector_log_lines", bool, False,
             "Log one line per tunnel through mitmproxy's log (for mitmdump -s).",
         )
@@ -244,11 +249,11 @@ class TunnelInspector:
         if live is None or live.layer is not None:
             # The record is written (e.g. --handshake-timeout passed before the client's
             # first byte): the tunnel is still relayed as it is, just no longer observed.
-            nextlayer.layer = TunnelRelay(ctx_, None, None, None)
+            nextlayer.layer = TunnelRelay(ctx_, None, None, None, ctx.options.inspector_fast_relay)
             return
         live.layer = TunnelRelay(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
-            live.tracker.side_closed, lambda: self._closed(cid),
+            live.tracker.side_closed, lambda: self._closed(cid), ctx.options.inspector_fast_relay,
         )
         nextlayer.layer = live.layer
 

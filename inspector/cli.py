@@ -58,6 +58,9 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                    help="record a handshake as timed out after S seconds (default 10)")
     g.add_argument("--no-probe", action="store_true",
                    help="never probe upstreams: chains only where the relay sees them (TLS <= 1.2)")
+    g.add_argument("--no-fast-relay", action="store_true",
+                   help="relay every byte through mitmproxy's layers, even after the handshake "
+                        "is decided (slower; for comparison)")
     g.add_argument("--intercept", action="store_true",
                    help="terminate TLS with mitmproxy's CA (the client must trust it); the "
                         "upstream gets exactly the client's SNI")
@@ -165,6 +168,7 @@ def mitm_options(args: argparse.Namespace) -> dict:
         "inspector_probe_timeout": args.probe_timeout,
         "inspector_expiring_days": args.expiring_days,
         "inspector_intercept": args.intercept,
+        "inspector_fast_relay": not args.no_fast_relay,
     }
     if args.proxy_auth:
         opts["proxyauth"] = args.proxy_auth

@@ -10,6 +10,8 @@ import socket
 import ssl
 import threading
 
+import pytest
+
 from .conftest import HOST, connect_tunnel
 
 TIMEOUT = 30.0
@@ -44,6 +46,11 @@ class RawServer:
         return self.result
 
 
+# Each relay path: the direct hand-over once a handshake is decided (the default), and
+# mitmproxy's layers all the way (--no-fast-relay).
+RELAYS = pytest.mark.parametrize("relay", [(), ("--no-fast-relay",)], ids=["fast", "layers"])
+
+
 def read_to_eof(sock: socket.socket) -> bytes:
     chunks = []
     while chunk := sock.recv(1 << 16):
@@ -59,7 +66,8 @@ def sha_to_eof(sock: socket.socket) -> tuple[str, int]:
     return h.hexdigest(), n
 
 
-def test_client_half_close_still_gets_the_reply(start_proxy):
+@RELAYS
+def test_client_half_close_still_gets_the_reply(start_proxy, relay):
     """The client sends its request and shuts its write side; the server answers only
     after it saw that end (as an HTTP/1.0-style or rsh-style server does)."""
     reply = os.urandom(1 << 20)
@@ -69,7 +77,7 @@ def test_client_half_close_still_gets_the_reply(start_proxy):
         out["sent"] = conn.sendall(reply) is None
 
     srv = RawServer(server)
-    p = start_proxy("--no-probe")
+    p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
     with client:
         client.sendall(b"the whole request")
@@ -81,7 +89,8 @@ def test_client_half_close_still_gets_the_reply(start_proxy):
     assert got == reply, f"{len(got)} of {len(reply)} bytes arrived"
 
 
-def test_server_half_close_lets_the_client_keep_sending(start_proxy):
+@RELAYS
+def test_server_half_close_lets_the_client_keep_sending(start_proxy, relay):
     """The server says its piece and ends its side first; the client's upload that
     follows must still reach it whole."""
     upload = os.urandom(1 << 20)
@@ -92,7 +101,7 @@ def test_server_half_close_lets_the_client_keep_sending(start_proxy):
         out["upload"] = read_to_eof(conn)
 
     srv = RawServer(server)
-    p = start_proxy("--no-probe")
+    p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
     with client:
         greeting = read_to_eof(client)  # the server's FIN arrives as EOF, the tunnel stays
@@ -103,7 +112,8 @@ def test_server_half_close_lets_the_client_keep_sending(start_proxy):
     assert srv.join().get("upload") == upload
 
 
-def test_100_mib_both_ways_ending_in_half_closes(start_proxy):
+@RELAYS
+def test_100_mib_both_ways_ending_in_half_closes(start_proxy, relay):
     """Both sides stream 100 MiB at once and each ends its own direction; SHA-256 of
     what each side received equals what the other sent."""
     size = 100 << 20
@@ -122,7 +132,7 @@ def test_100_mib_both_ways_ending_in_half_closes(start_proxy):
         t.join(TIMEOUT)
 
     srv = RawServer(server)
-    p = start_proxy("--no-probe")
+    p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
     with client:
         t = threading.Thread(target=stream, args=(client,))
@@ -195,3 +205,44 @@ def test_sigint_with_open_tunnels_ends_quietly(start_proxy, echo_server):
     assert records[3]["handshake"]["detail"] == "the proxy stopped before the handshake finished"
     for s in [*idle, waiting]:
         s.close()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
+    """The proxy in this process, so the test sees which relay carried the bytes: the
+    fast relay takes a tunnel once its handshake is decided, unless switched off."""
+    import asyncio
+
+    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.relay import FastRelay
+    from inspector.proxy import Proxy
+
+    payload = os.urandom(8 << 20)
+
+    def server(conn, out):
+        out["request"] = conn.recv(100)
+        conn.sendall(payload)
+
+    async def run() -> tuple[bytes, int]:
+        srv = RawServer(server)
+        addon = TunnelInspector()
+        proxy = Proxy([addon], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                "inspector_probe": False, "inspector_fast_relay": fast})
+        _, port = await proxy.start()
+        before = FastRelay.handed_over
+
+        def client() -> bytes:
+            with connect_tunnel(port, "127.0.0.1", srv.port, timeout=TIMEOUT) as c:
+                c.sendall(b"not TLS: decided at the first byte")
+                return read_to_eof(c)
+
+        try:
+            got = await asyncio.wait_for(asyncio.to_thread(client), TIMEOUT)
+        finally:
+            await proxy.stop()
+        srv.join()
+        return got, FastRelay.handed_over - before
+
+    got, handed_over = asyncio.run(run())
+    assert got == payload
+    assert handed_over == (1 if fast else 0)

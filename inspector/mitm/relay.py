@@ -11,11 +11,21 @@ request and shuts its write side then never gets the reply, and the server's rep
 meets EPIPE. A proxy that is there to explain failures must not cause one, so this
 layer ends each direction on its own, on the socket itself, exactly as a direct
 connection would.
+
+Once the handshake is decided and nothing is left to observe, the tunnel is handed
+to `FastRelay`: the two sockets' asyncio transports get protocols that write what
+one reads straight into the other, with asyncio's own flow control. mitmproxy's
+per-chunk path (a reader task, the layer stack, a writer) is left out, and with it
+most of the relay's cost; mitmproxy still owns the connections and closes them when
+the relay tells it both sides are done, so its hooks fire as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+import struct
 from collections.abc import Callable
 
 from mitmproxy import ctx
@@ -40,11 +50,13 @@ class TunnelRelay(layer.Layer):
     """
 
     def __init__(self, context, observe: Observe | None, side_closed: SideClosed | None,
-                 closed: Closed | None) -> None:
+                 closed: Closed | None, fast: bool = True) -> None:
         super().__init__(context)
         self._observe = observe
         self._side_closed = side_closed
         self._closed = closed
+        self._fast = fast  # hand the sockets to FastRelay once nothing is observed
+        self._handover_asked = False
 
     def stop_observing(self) -> None:
         self._observe = self._side_closed = self._closed = None
@@ -71,6 +83,9 @@ class TunnelRelay(layer.Layer):
             if self._observe is not None:
                 self._observe(from_client, event.data)
             yield commands.SendData(to, event.data)
+            if self._observe is None and self._fast and not self._handover_asked:
+                self._handover_asked = True
+                FastRelay.begin(self.context.client, self._handed_over)
             return
         if self._side_closed is not None:
             self._side_closed(from_client)
@@ -89,6 +104,18 @@ class TunnelRelay(layer.Layer):
             yield commands.CloseConnection(server)
             yield commands.CloseConnection(client)
 
+    def _handed_over(self) -> None:
+        self._handle_event = self.handed_over
+
+    @expect(events.ConnectionClosed)
+    def handed_over(self, event: events.Event) -> layer.CommandGenerator[None]:
+        # FastRelay ended both directions itself and fed mitmproxy an end of stream:
+        # all that is left is mitmproxy's own teardown.
+        self._handle_event = self.done
+        for conn in (self.context.server, self.context.client):
+            if conn.state is not ConnectionState.CLOSED:
+                yield commands.CloseConnection(conn)
+
     @expect(events.DataReceived, events.ConnectionClosed)
     def done(self, _) -> layer.CommandGenerator[None]:
         yield from ()
@@ -101,6 +128,20 @@ def _handler(client: Connection):
     return server.connections.get(client.id) if server is not None else None
 
 
+def _io_pair(client: Connection):
+    """(client ConnectionIO, server ConnectionIO) of a tunnel, or None.
+
+    Assumption: the handler's `transports` holds the client and exactly one other
+    connection with a socket: the server, or in a tunnel through an upstream proxy,
+    the connection to that proxy (the tunnel's server is then a virtual one).
+    """
+    handler = _handler(client)
+    if handler is None or client not in handler.transports:
+        return None
+    others = [io for c, io in handler.transports.items() if c is not client]
+    return (handler.transports[client], others[0]) if len(others) == 1 else None
+
+
 def _half_close(client: Connection, conn: Connection) -> bool:
     """Shut down the write side of `conn`'s socket (after what is queued), as a FIN.
 
@@ -111,13 +152,10 @@ def _half_close(client: Connection, conn: Connection) -> bool:
     """
     if not conn.state & ConnectionState.CAN_WRITE:
         return True
-    handler = _handler(client)
-    if handler is None:
+    pair = _io_pair(client)
+    if pair is None:
         return False
-    io = handler.transports.get(conn)
-    if io is None and conn is not client:
-        others = [t for c, t in handler.transports.items() if c is not client]
-        io = others[0] if len(others) == 1 else None
+    io = pair[0] if conn is client else pair[1]
     writer = getattr(io, "writer", None)
     if writer is None or not hasattr(writer, "write_eof") or not writer.can_write_eof():
         return False
@@ -139,3 +177,147 @@ def _keep_idle_tunnel_open(client: Connection) -> None:
     handler = _handler(client)
     if handler is not None:
         handler.timeout_watchdog.disarm().__enter__()
+
+
+class _Side(asyncio.Protocol):
+    """One socket of a handed-over tunnel: what it reads is written to the other."""
+
+    def __init__(self, relay: FastRelay, transport: asyncio.Transport) -> None:
+        self.relay = relay
+        self.transport = transport
+        self.peer: _Side | None = None
+        self.ended = False  # this side sent its end (FIN): passed on as a half-close
+
+    def data_received(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        if not self.peer.transport.is_closing():
+            self.peer.transport.write_eof()  # after what is queued, as a FIN
+        self.relay.side_ended()
+        return True  # keep this socket open: the other direction may still flow
+
+    # Flow control: when this socket's send buffer is full, stop reading its peer.
+    def pause_writing(self) -> None:
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self, exc)
+
+
+class FastRelay:
+    """Both sockets of a decided tunnel, relayed by asyncio protocols of our own.
+
+    Each direction ends on its own (half-close); a reset on one side is passed on as a
+    reset; when both directions are over, the original protocols come back and
+    mitmproxy's readers get their end of stream, so mitmproxy closes the connections
+    and fires its hooks exactly as for a tunnel it relayed itself.
+    """
+
+    def __init__(self, pair) -> None:
+        self._ios = pair
+        self._originals = [io.writer.transport.get_protocol() for io in pair]
+        self._sides = [_Side(self, io.writer.transport) for io in pair]
+        self._sides[0].peer, self._sides[1].peer = self._sides[1], self._sides[0]
+        self._finished = False
+
+    handed_over = 0  # tunnels taken over in this process, for tests and benchmarks
+
+    @classmethod
+    def begin(cls, client: Connection, taken: Callable[[], None]) -> None:
+        """Take the tunnel's sockets over once mitmproxy holds none of their bytes.
+
+        Reading stops on both sockets first; what mitmproxy already read still goes
+        its way (the layer keeps relaying it), and once both of its reader tasks wait
+        on empty buffers the sockets change hands: no byte can overtake another. If
+        that moment does not come (a side ended meanwhile), mitmproxy simply goes on
+        relaying the tunnel itself.
+        """
+        pair = _io_pair(client)
+        if pair is None or not all(_plain_stream(io) for io in pair):
+            return
+        for io in pair:
+            io.writer.transport.pause_reading()
+        asyncio.get_running_loop().call_soon(cls._swap_when_idle, pair, taken, _SWAP_TRIES)
+
+    @classmethod
+    def _swap_when_idle(cls, pair, taken: Callable[[], None], tries: int) -> None:
+        if not all(_parked(io) for io in pair):
+            if tries > 0 and not any(io.writer.transport.is_closing() or io.reader.at_eof()
+                                     for io in pair):
+                asyncio.get_running_loop().call_later(_SWAP_WAIT, cls._swap_when_idle,
+                                                      pair, taken, tries - 1)
+                return
+            for io in pair:  # not now: mitmproxy keeps the tunnel
+                if not io.writer.transport.is_closing():
+                    io.writer.transport.resume_reading()
+            return
+        relay = cls(pair)
+        cls.handed_over += 1
+        taken()
+        for side in relay._sides:
+            side.transport.set_protocol(side)
+            side.transport.resume_reading()
+
+    def side_ended(self) -> None:
+        if all(s.ended for s in self._sides):
+            self._finish()
+
+    def lost(self, side: _Side, exc: Exception | None) -> None:
+        if not side.peer.transport.is_closing():
+            if exc is not None:
+                _reset(side.peer.transport)  # a reset on one side is a reset on the other
+            else:
+                side.peer.transport.close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        for io, original, side in zip(self._ios, self._originals, self._sides):
+            if not side.transport.is_closing():
+                side.transport.set_protocol(original)
+            io.reader.feed_eof()  # mitmproxy's reader task wakes up to an end of stream
+
+
+# How often, and how far apart, the hand-over looks for mitmproxy's readers to be idle:
+# it takes one or two loop turns; 200 x 5 ms bounds a stuck one to a second.
+_SWAP_TRIES = 200
+_SWAP_WAIT = 0.005
+
+
+def _plain_stream(io) -> bool:
+    return (isinstance(io.reader, asyncio.StreamReader)
+            and isinstance(io.writer, asyncio.StreamWriter)
+            and hasattr(io.writer.transport, "set_protocol"))
+
+
+def _parked(io) -> bool:
+    """mitmproxy holds nothing of this socket: its reader task waits on an empty buffer,
+    and its writer cannot be waiting in drain().
+
+    Assumption (asyncio internals, stable since 3.7): a StreamReader's `_buffer` holds
+    bytes received but not yet read, and `_waiter` is set while a read() waits for more.
+    drain() cannot wait while the write buffer is at or below its low mark.
+    """
+    reader, transport = io.reader, io.writer.transport
+    if transport.is_closing() or reader.at_eof() or len(reader._buffer):
+        return False
+    waiter = reader._waiter
+    low, _ = transport.get_write_buffer_limits()
+    return waiter is not None and not waiter.done() and transport.get_write_buffer_size() <= low
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:  # linger 0: close() sends RST, as the peer's own reset did
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
