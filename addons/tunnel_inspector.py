@@ -75,6 +75,11 @@ class TunnelInspector:
         self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
         self._auth_refused = 0  # CONNECTs our --proxy-auth answered 407: no tunnel, no record
 
+    @property
+    def jsonl(self) -> JsonlSink | None:
+        """The inspector_jsonl sink: the end of a run reports the records it could not write."""
+        return self._jsonl
+
     def stats(self) -> dict:
         """For the UI's header: tunnels in progress, and the chain stage's probe figures."""
         out = {"tunnels_open": len(self._live)}

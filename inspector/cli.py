@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 
 from .proxy import Proxy, ProxyStartError
 from .record import host_port
-from .run_report import EXIT_USAGE, RunReport
+from .export import ExportTargetError
+from .run_report import EXIT_NOT_WRITTEN, EXIT_USAGE, RunReport
 from .stream import LinePrinter
 
 class CliError(Exception):
@@ -47,9 +48,11 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                    help="require these proxy credentials (needed with a non-loopback --listen-host)")
     g.add_argument("--allow-remote", action="store_true",
                    help="accept a non-loopback --listen-host without --proxy-auth")
-    g.add_argument("--jsonl", metavar="PATH", help="append one JSON record per tunnel to PATH")
+    g.add_argument("--jsonl", metavar="PATH",
+                   help="append one JSON record per tunnel to PATH, each a whole line")
     g.add_argument("--export-flagged", metavar="PATH",
-                   help="at exit, write the flagged tunnels to PATH as one JSON document")
+                   help="at exit, write the flagged tunnels to PATH as one JSON document "
+                        "(not a symbolic link; they wait in a hidden file beside it)")
     g.add_argument("--export-dir", metavar="DIR", default=".",
                    help="where the UI's `e` key writes exports (default: the working directory)")
     g.add_argument("--fail-on", choices=("never", "warning", "error"), default="never",
@@ -70,12 +73,22 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
     _chain_options(p)
 
 
+EXIT_STATUS = (
+    "exit status: 0 done; 1 --fail-on found a tunnel at that severity; 2 a bad option, "
+    "a port in use, or a --jsonl / --export-flagged that cannot be written (checked before "
+    f"the proxy listens); {EXIT_NOT_WRITTEN} records could not be written during the run "
+    "(a full disk): the summary line says how many were NOT written to --jsonl, and stderr "
+    "whether the --export-flagged file is missing or incomplete."
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-inspector",
         description="A forward proxy that shows, for every CONNECT tunnel, the CONNECT "
         "target next to the client's SNI, how the TLS handshake ended, and a verdict on "
         "the upstream certificate chain. Without a command: the proxy and its live UI.",
+        epilog=EXIT_STATUS,
     )
     parser.add_argument("--headless", action="store_true",
                         help="no UI: print one line per tunnel on stdout")
@@ -84,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the built-in lab, scripted clients and the proxy",
                           description="Start lab TLS servers on 127.0.0.1, the proxy trusting "
-                          "the lab root, and clients that reproduce each kind of breakage.")
+                          "the lab root, and clients that reproduce each kind of breakage.",
+                          epilog=EXIT_STATUS)
     demo.add_argument("--headless", action="store_true",
                       help="print the records' lines and exit when the clients are done")
     _proxy_options(demo)
@@ -221,24 +235,24 @@ async def run_headless(
     from addons.tunnel_inspector import TunnelInspector
 
     addon = TunnelInspector()
-    report = RunReport(args.export_flagged, args.fail_on)
-    lines = LinePrinter(colour=sys.stdout.isatty())
-    addon.stream.subscribe(report)
-    addon.stream.subscribe(lines)
-    proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
-    with _StopSignals() as stop:
-        try:
-            host, port = await proxy.start()
-        except ProxyStartError as e:
-            raise CliError(str(e)) from None
-        print(f"listening on {host_port(host, port)}", flush=True)
-        job = asyncio.ensure_future(until(port)) if until else None
-        await stop.wait(args.duration, job)
-        if job is not None and not job.done():
-            job.cancel()
-        await proxy.stop()
-    lines.close()
-    return report.finish()
+    with RunReport(args.export_flagged, args.fail_on) as report:
+        lines = LinePrinter(colour=sys.stdout.isatty())
+        addon.stream.subscribe(report)
+        addon.stream.subscribe(lines)
+        proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
+        with _StopSignals() as stop:
+            try:
+                host, port = await proxy.start()
+            except ProxyStartError as e:
+                raise CliError(str(e)) from None
+            print(f"listening on {host_port(host, port)}", flush=True)
+            job = asyncio.ensure_future(until(port)) if until else None
+            await stop.wait(args.duration, job)
+            if job is not None and not job.done():
+                job.cancel()
+            await proxy.stop()
+        lines.close()
+        return report.finish(addon.jsonl)
 
 
 def _setup_logging() -> None:
@@ -277,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()  # the UI routes logs to its own panel instead
     try:
         return _dispatch(args)
-    except CliError as e:
+    except (CliError, ExportTargetError) as e:
         print(f"tunnel-inspector: {e}", file=sys.stderr)
         return EXIT_USAGE
 

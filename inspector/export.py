@@ -4,17 +4,25 @@
 
 Each element is a record exactly as in the JSON Lines stream (design.md). Files are
 written atomically (a temporary file in the same directory, then os.replace) and
-created 0600: records name internal hosts and clients.
+created 0600: records name internal hosts and clients. A run's export (--export-flagged)
+is checked before the run starts, and its records wait on disk (`ExportSpool`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from .escape import safe
+from .record import dumps
+from .stream import LineFile
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 FILENAME = "tunnel-inspector-flagged-{:%Y%m%d-%H%M%S}.json"
@@ -76,3 +84,78 @@ def export_flagged(records: Iterable[dict], directory: str | Path, now: dt.datet
     path = export_path(directory, now)
     count = write_export(path, (r for r in records if r.get("flagged") is True), now)
     return path, count
+
+
+class ExportTargetError(Exception):
+    """The export cannot be written where asked: one sentence for stderr."""
+
+
+def check_export_target(path: Path) -> None:
+    """Refuse a target the export could not be written to, or would replace wrongly."""
+    if not path.parent.is_dir():
+        why = "is not a directory" if path.parent.exists() else "does not exist"
+        raise ExportTargetError(f"cannot export to {safe(path)}: {safe(path.parent)} {why}")
+    if path.is_symlink():
+        # The export replaces PATH atomically, which would replace the link itself; writing
+        # through it instead lets whoever can plant a link (a shared directory) choose
+        # which file a CI job, often root, overwrites. So neither: the user names the file.
+        raise ExportTargetError(f"cannot export to {safe(path)}: it is a symbolic link "
+                                "(give the path of the file itself)")
+    if path.is_dir():
+        raise ExportTargetError(f"cannot export to {safe(path)}: it is a directory")
+
+
+class ExportSpool:
+    """A run's flagged records, kept on disk until the export is written at its end.
+
+    A long run can flag many tunnels: held in memory until exit they would grow with
+    the traffic. Each is one line in a hidden temporary file beside the export (0600,
+    removed by close()), and write() turns those lines into the export, atomically.
+    Creating the spool at start is also the check that the export can be written.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        check_export_target(self.path)
+        try:
+            fd, self._spool = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                               suffix=".spool")
+        except OSError as e:
+            raise ExportTargetError(f"cannot export to {safe(self.path)}: "
+                                    f"{e.strerror or e}") from None
+        self._lines = LineFile(fd, self._spool)
+        self.lost = 0  # flagged records the spool could not take (a full disk)
+        self.error: str | None = None
+
+    def add(self, record: dict) -> None:
+        try:
+            self._lines.append(dumps(record).encode("ascii"))
+        except OSError as e:
+            self.lost += 1
+            if self.error is None:
+                self.error = e.strerror or str(e)
+                log.warning("cannot keep flagged tunnels for %s: %s; the export will miss "
+                            "them", safe(self.path), self.error)
+
+    def _records(self) -> Iterator[dict]:
+        with os.fdopen(os.dup(self._lines.fd), "rb") as f:
+            f.seek(0)
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except ValueError:  # the rest of an append that failed, already in `lost`
+                    continue
+
+    def write(self, now: dt.datetime | None = None) -> int:
+        """Write the export from the spool (atomically); the count. Raises OSError,
+        ExportTargetError if a link or directory appeared at the path meanwhile."""
+        check_export_target(self.path)
+        return write_export(self.path, self._records(), now)
+
+    def close(self) -> None:
+        """Remove the spool (whether or not the export was written)."""
+        self._lines.close()
+        try:
+            os.unlink(self._spool)
+        except FileNotFoundError:
+            pass

@@ -6,40 +6,77 @@ from __future__ import annotations
 import sys
 
 from .escape import safe
-from .export import write_export
-from .stream import Summary
+from .export import ExportSpool, ExportTargetError
+from .stream import JsonlSink, Summary
 
-EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
+# EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is
+# missing or incomplete (a full disk). It wins over EXIT_FLAGGED: the verdict stands
+# (every tunnel is counted), but the run's evidence is incomplete.
+EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_NOT_WRITTEN = 0, 1, 2, 3
 
 
 class RunReport:
-    """A record sink that keeps what the end of the run needs, and prints it."""
+    """A record sink that keeps what the end of the run needs, and prints it.
+
+    Flagged records for --export-flagged go to an `ExportSpool` on disk as they arrive,
+    not to memory. Use as a context manager: the spool is removed however the run ends.
+    Raises ExportTargetError (a sentence: exit 2) if the export could not be written.
+    """
 
     def __init__(self, export_to: str | None, fail_on: str) -> None:
         self.summary = Summary()
-        self.export_to = export_to
         self.fail_on = fail_on
-        self._flagged: list[dict] = []
+        self._spool = ExportSpool(export_to) if export_to else None
+
+    def __enter__(self) -> RunReport:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._spool is not None:
+            self._spool.close()
 
     def __call__(self, record: dict) -> None:
         self.summary(record)
-        if self.export_to and record.get("flagged"):
-            self._flagged.append(record)
+        if self._spool is not None and record.get("flagged"):
+            self._spool.add(record)
 
-    def finish(self) -> int:
-        """Print the summary, write the export, judge --fail-on; the exit code."""
-        print(self.summary.line(), flush=True)
-        if self.export_to:
-            try:
-                n = write_export(self.export_to, self._flagged)
-            except OSError as e:
-                print(f"tunnel-inspector: cannot write {safe(self.export_to)}: {e.strerror or e}",
-                      file=sys.stderr)
-                return EXIT_USAGE
-            print(f"exported {n} flagged tunnels to {safe(self.export_to)}", flush=True)
-        if self.fail_on != "never" and (failing := self.summary.failing(self.fail_on)):
+    def finish(self, jsonl: JsonlSink | None = None) -> int:
+        """Print the summary, write the export, judge --fail-on; the exit code.
+
+        jsonl: the --jsonl sink, whose records not written the summary names."""
+        line = self.summary.line()
+        complete = True
+        if jsonl is not None and jsonl.not_written:
+            line += (f", {jsonl.not_written} records NOT written to {safe(jsonl.path)}: "
+                     f"{jsonl.error}")
+            complete = False
+        print(line, flush=True)
+        if self._spool is not None:
+            complete = self._export() and complete
+        failing = self.summary.failing(self.fail_on) if self.fail_on != "never" else {}
+        if failing:
             print(f"failing (--fail-on {self.fail_on}): {len(failing)} hosts", flush=True)
             for host_port, codes in sorted(failing.items()):
                 print(f"  {safe(host_port)}  {', '.join(codes)}", flush=True)
-            return EXIT_FLAGGED
-        return EXIT_OK
+        if not complete:
+            return EXIT_NOT_WRITTEN
+        return EXIT_FLAGGED if failing else EXIT_OK
+
+    def _export(self) -> bool:
+        """Write the export from the spool; False if it is missing or incomplete."""
+        spool = self._spool
+        where = safe(spool.path)
+        try:
+            n = spool.write()
+        except ExportTargetError as e:
+            print(f"tunnel-inspector: {e}", file=sys.stderr)
+            return False
+        except OSError as e:
+            print(f"tunnel-inspector: cannot write {where}: {e.strerror or e}", file=sys.stderr)
+            return False
+        print(f"exported {n} flagged tunnels to {where}", flush=True)
+        if spool.lost:
+            print(f"tunnel-inspector: {spool.lost} flagged tunnels NOT exported to {where}: "
+                  f"{spool.error}", file=sys.stderr)
+            return False
+        return True

@@ -6,9 +6,11 @@ out of the way of the others: losing the screen must not lose the file.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 from collections import Counter
@@ -42,28 +44,99 @@ class RecordStream:
                 log.exception("record sink %r failed for tunnel %s", sink, record.get("id"))
 
 
+class LineFile:
+    """Appends whole lines to a file: each line lands whole, or not at all.
+
+    A full disk can take the first part of a write and refuse the rest; left there,
+    that fragment would glue the next line onto itself (two records, one invalid line).
+    So a failed append cuts the file back to where it ended before (ftruncate); where
+    that cannot be done (a pipe, another writer appended meanwhile) the next line starts
+    with a newline instead. A file that already ends in a torn line (a writer killed
+    mid-line) is likewise continued on a new line: the torn line stays as it was.
+    """
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        st = os.fstat(fd)
+        self._regular = stat.S_ISREG(st.st_mode)  # only a regular file can be cut back
+        self._torn = self._regular and st.st_size > 0 and _last_byte(path, st.st_size) != b"\n"
+
+    def append(self, line: bytes) -> None:
+        """Append `line` (newline-terminated) whole, or raise OSError having taken back
+        what went in (if that cannot be done, the next line starts on a new line)."""
+        data = memoryview(b"\n" + line if self._torn else line)
+        start = os.fstat(self.fd).st_size if self._regular else None
+        done = 0
+        try:
+            while done < len(data):
+                n = os.write(self.fd, data[done:])
+                if n <= 0:  # never seen for a file, but a zero write must not loop forever
+                    raise OSError(errno.EIO, "the file accepted no bytes")
+                done += n
+        except OSError:
+            if done:
+                self._take_back(start, data[:done])
+            raise
+        self._torn = False
+
+    def _take_back(self, start: int | None, fragment: memoryview) -> None:
+        if start is not None:
+            try:
+                if os.fstat(self.fd).st_size == start + len(fragment):  # nobody wrote after us
+                    os.ftruncate(self.fd, start)
+                    os.lseek(self.fd, start, os.SEEK_SET)  # without O_APPEND: no hole next time
+                    return
+            except OSError as e:
+                log.debug("could not cut back a partial line: %s", e)
+        self._torn = fragment[-1:] != b"\n"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _last_byte(path: str, size: int) -> bytes | None:
+    """The file's last byte, or None if it cannot be read (a write-only file: the
+    caller then starts on a new line, as an empty line loses nothing and a glued one does)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return os.pread(fd, 1, size - 1)
+    finally:
+        os.close(fd)
+
+
 class JsonlSink:
-    """Appends one line per record; each line is one write() on an O_APPEND file.
+    """Appends one line per record, whole or not at all, on an O_APPEND file.
 
     One write per line keeps lines whole for concurrent readers (`open --follow`,
     `tail -f`); the file is unbuffered, so a record is on disk-cache when published.
-    Created 0600: records name hosts and clients.
+    Created 0600: records name hosts and clients. A record that cannot be written (a
+    full disk) is counted in `not_written`, with the first reason in `error`; the
+    first one is logged, once: a warning per record would bury everything else.
     """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._file = LineFile(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), path)
+        self.not_written = 0
+        self.error: str | None = None
 
     def __call__(self, record: dict) -> None:
-        data = dumps(record).encode("ascii")
-        written = os.write(self._fd, data)
-        if written != len(data):  # a full disk: finish the line rather than leave half
-            os.write(self._fd, data[written:])
+        try:
+            self._file.append(dumps(record).encode("ascii"))
+        except OSError as e:
+            self.not_written += 1
+            if self.error is None:
+                self.error = e.strerror or str(e)
+                log.warning("cannot write records to %s: %s; records are being lost (the "
+                            "summary at exit counts them)", safe(self.path), self.error)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._file.close()
 
 
 class Summary:

@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +70,16 @@ class ProxyProcess:
             raise AssertionError(f"proxy did not start: {first!r} {self.proc.stderr.read()!r}")
         self.port = int(first.rsplit(":", 1)[1])
         self.url = f"127.0.0.1:{self.port}"
+        # Both pipes are drained as the proxy writes: a test can wait for a headless
+        # line, and a proxy that logs a lot never blocks on a full pipe.
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._readers = [threading.Thread(target=_drain, args=(pipe, into), daemon=True)
+                         for pipe, into in ((self.proc.stdout, self._out),
+                                            (self.proc.stderr, self._err))]
+        for t in self._readers:
+            t.start()
+        self._result: tuple[int, str, str] | None = None
 
     def records(self, count: int, timeout: float = 15.0) -> list[dict]:
         """Wait (bounded) until at least `count` records are written; return them."""
@@ -78,32 +90,61 @@ class ProxyProcess:
                 return [json.loads(line) for line in lines]
             time.sleep(0.05)
 
-    def stop(self) -> tuple[int, str, str]:
-        """SIGTERM; returns (exit code, remaining stdout, stderr)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            out, err = self.proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
-        return self.proc.returncode, out, err
+    def tunnel_lines(self, count: int, timeout: float = 15.0) -> list[str]:
+        """Wait (bounded) until the proxy has printed `count` tunnel lines; return them.
+        Unlike records(), this sees tunnels whose record could not be written."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [x for x in list(self._out) if "  CONNECT " in x]
+            if len(lines) >= count or time.monotonic() > deadline:
+                return lines
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        """Send `sig` (SIGTERM) and wait; returns (exit code, stdout after the first
+        line, stderr). Stopping again returns the same."""
+        if self._result is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            for t in self._readers:
+                t.join(5)
+            self._result = self.proc.returncode, "".join(self._out), "".join(self._err)
+        return self._result
+
+
+def _drain(pipe, into: list[str]) -> None:
+    for line in pipe:
+        into.append(line)
+    pipe.close()
 
 
 @pytest.fixture
 def start_proxy(tmp_path, pki):
+    """start(*args, jsonl=PATH) runs the real proxy; teardown stops it, and fails the
+    test if the proxy wrote a traceback: a traceback is a bug even when records look fine."""
     started: list[ProxyProcess] = []
 
-    def start(*args: str) -> ProxyProcess:
+    def start(*args: str, jsonl: Path | None = None) -> ProxyProcess:
         # The lab root is what the tests' clients trust, unless a test says otherwise.
         trust = [] if "--trust" in args else ["--trust", pki["root_pem"]]
-        p = ProxyProcess([*trust, *args], tmp_path / f"tunnels{len(started)}.jsonl")
+        p = ProxyProcess([*trust, *args], jsonl or tmp_path / f"tunnels{len(started)}.jsonl")
         started.append(p)
         return p
 
     yield start
+    tracebacks = []
     for p in started:
-        p.stop()
+        _, _, err = p.stop()
+        if "Traceback" in err:
+            tracebacks.append(f"proxy {' '.join(p.proc.args[2:])}\n{err}")
+    if tracebacks:
+        pytest.fail("the proxy wrote a traceback to stderr:\n" + "\n".join(tracebacks),
+                    pytrace=False)
 
 
 def tls_through_proxy(proxy_port: int, host: str, port: int, *, cafile: str | None,

@@ -396,9 +396,7 @@ def test_default_bind_is_loopback_only(start_proxy):
 
 def test_sigint_also_exits_cleanly(start_proxy):
     p = start_proxy()
-    p.proc.send_signal(signal.SIGINT)
-    out, err = p.proc.communicate(timeout=15)
-    code = p.proc.returncode
+    code, out, err = p.stop(signal.SIGINT)
     assert code == 0 and "Traceback" not in err
     assert out.strip().splitlines()[-1] == "0 tunnels, 0 flagged"
 

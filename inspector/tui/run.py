@@ -46,16 +46,16 @@ def run_live(args: argparse.Namespace, options: dict,
     from addons.tunnel_inspector import TunnelInspector
 
     addon = TunnelInspector()
-    report = RunReport(args.export_flagged, args.fail_on)
-    addon.stream.subscribe(report)
-    feed = ProxyFeed([addon], options, addon.stream, intercept=args.intercept)
+    with RunReport(args.export_flagged, args.fail_on) as report:
+        addon.stream.subscribe(report)
+        feed = ProxyFeed([addon], options, addon.stream, intercept=args.intercept)
 
-    def port_of() -> int:
-        assert feed.address is not None, "the proxy is not listening yet"
-        return feed.address[1]
+        def port_of() -> int:
+            assert feed.address is not None, "the proxy is not listening yet"
+            return feed.address[1]
 
-    app = InspectorApp(wrap_feed(feed, port_of) if wrap_feed else feed,
-                       export_dir=Path(args.export_dir),
-                       quit_after=args.duration)
-    code = _run(app)
-    return code if code != EXIT_OK else report.finish()
+        app = InspectorApp(wrap_feed(feed, port_of) if wrap_feed else feed,
+                           export_dir=Path(args.export_dir),
+                           quit_after=args.duration)
+        code = _run(app)
+        return code if code != EXIT_OK else report.finish(addon.jsonl)
