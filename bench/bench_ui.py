@@ -158,7 +158,7 @@ class RecordMaker:
 
 
 def write_recording(path: Path, count: int) -> None:
-    from inspector.record import dumps
+    from inspector.records.record import dumps
 
     maker = RecordMaker()
     with path.open("w") as f:

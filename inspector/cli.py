@@ -11,11 +11,11 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from .proxy import Proxy, ProxyStartError
-from .record import host_port
-from .export import ExportTargetError
-from .run_report import EXIT_NOT_WRITTEN, EXIT_USAGE, RunReport
-from .stream import LinePrinter
+from inspector.mitm.embed import Proxy, ProxyStartError
+from inspector.records.record import host_port
+from inspector.records.export import ExportTargetError
+from inspector.run.report import EXIT_NOT_WRITTEN, EXIT_USAGE, RunReport
+from inspector.records.stream import LinePrinter
 
 class CliError(Exception):
     """A sentence for stderr, and exit 2."""
@@ -232,7 +232,7 @@ async def run_headless(
     options: extra mitmproxy options (the demo's lab trust); until: called with the
     listening port once up, its end also ends the run (the demo's scripted clients).
     """
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
 
     addon = TunnelInspector()
     with RunReport(args.export_flagged, args.fail_on) as report:
@@ -265,20 +265,20 @@ def _setup_logging() -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "probe":
-        from .probe_cmd import run_probe
+        from inspector.run.probe import run_probe
 
         return asyncio.run(run_probe(args))
     if args.command == "demo":
-        from .demo import run_demo
+        from inspector.run.demo import run_demo
 
         return run_demo(args)
     if args.command == "open":
-        from .tui.run import run_open
+        from inspector.run.live import run_open
 
         return run_open(args)
     if args.headless:
         return asyncio.run(run_headless(args))
-    from .tui.run import run_live
+    from inspector.run.live import run_live
 
     return run_live(args, mitm_options(args))
 

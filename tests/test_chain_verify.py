@@ -13,7 +13,7 @@ from cryptography.x509.verification import Store
 
 from inspector.chain.trust import TrustError, TrustProfile, load_client_profile, load_profile
 from inspector.chain.verify import ChainVerdict, verify_chain
-from inspector.findings import CODES, ERROR, INFO, SEVERITY_RANK, is_flagged
+from inspector.findings.codes import CODES, ERROR, INFO, SEVERITY_RANK, is_flagged
 from inspector.lab.chains import MARKUP, build_chain_lab
 from inspector.lab.pki import DAY, NOW, Issued, make_cert, make_key
 

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from inspector.export import export_flagged, export_path, write_export
+from inspector.records.export import export_flagged, export_path, write_export
 
 NOW = dt.datetime(2025, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
 

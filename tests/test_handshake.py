@@ -7,11 +7,13 @@ import ssl
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from inspector import handshake, wire
-from inspector.analysis import tunnel_findings
-from inspector.handshake import HandshakeTracker
+from inspector.observe import handshake
+
+from inspector.observe import wire
+from inspector.findings.tunnel import tunnel_findings
+from inspector.observe.handshake import HandshakeTracker
 from inspector.lab.pki import make_cert
-from inspector.record import Tunnel
+from inspector.records.record import Tunnel
 
 from .handshakes import client_context, handshake as run_handshake, server_context
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from inspector import stream
-from inspector.run_report import EXIT_NOT_WRITTEN, RunReport
-from inspector.stream import JsonlSink
+from inspector.records import stream
+from inspector.run.report import EXIT_NOT_WRITTEN, RunReport
+from inspector.records.stream import JsonlSink
 
 from .conftest import HOST, tls_through_proxy
 

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from inspector.jsonl_reader import JsonlReader, Problem
+from inspector.records.jsonl import JsonlReader, Problem
 
 from .conftest import HOST, connect_tunnel, tls_through_proxy
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.escape import safe
-from inspector.findings import is_flagged
-from inspector.sni import normalise_host, sni_findings
+from inspector.records.escape import safe
+from inspector.findings.codes import is_flagged
+from inspector.observe.sni import normalise_host, sni_findings
 
 
 def codes(host, sni, present=None):

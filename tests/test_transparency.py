@@ -213,9 +213,9 @@ def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
     fast relay takes a tunnel once its handshake is decided, unless switched off."""
     import asyncio
 
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
     from inspector.mitm.relay import FastRelay
-    from inspector.proxy import Proxy
+    from inspector.mitm.embed import Proxy
 
     payload = os.urandom(8 << 20)
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from inspector.jsonl_reader import MAX_LINE, Entry, JsonlReader, Problem, parse_line, read_records
+from inspector.records.jsonl import MAX_LINE, Entry, JsonlReader, Problem, parse_line, read_records
 from inspector.tui import FileFeed, InspectorApp, ProxyFeed
 from inspector.tui.feeds import PROBLEMS_REPORTED
 from inspector.tui.header.status import status_text
@@ -197,7 +197,7 @@ async def _listening_port(app: InspectorApp, pilot) -> int:
 
 
 def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
 
     port = strict_server.port
     addon = TunnelInspector()
@@ -239,7 +239,7 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
 def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
     """A 407 opens no tunnel, so no row: the header's count is what shows a client that
     never sends credentials."""
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
 
     addon = TunnelInspector()
     options = {"listen_host": "127.0.0.1", "listen_port": 0, "proxyauth": "u:secret"}
@@ -267,7 +267,7 @@ def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
 
 
 def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path):
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
 
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))

@@ -14,14 +14,14 @@ import datetime as dt
 import hashlib
 from urllib.parse import urlsplit
 
-from .. import handshake
-from ..findings import Finding, finding
-from ..record import Tunnel
-from ..sni import decode_sni, ip_literal, normalise_host
-from .cache import SharedCache
-from .probe import ProbeResult, probe
-from .trust import TrustProfile
-from .verify import ChainVerdict, verify_chain
+from inspector.observe import handshake
+from inspector.findings.codes import Finding, finding
+from inspector.records.record import Tunnel
+from inspector.observe.sni import decode_sni, ip_literal, normalise_host
+from inspector.chain.cache import SharedCache
+from inspector.chain.probe import ProbeResult, probe
+from inspector.chain.trust import TrustProfile
+from inspector.chain.verify import ChainVerdict, verify_chain
 
 # Outcomes after which the server's chain says something: the client got (or would
 # have got) a certificate. connect-failed and not-tls never reached one.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL, crypto
 
-from ..handshake import AlertSeen, HandshakeTracker, connect_error_text
+from inspector.observe.handshake import AlertSeen, HandshakeTracker, connect_error_text
 
 READ_SIZE = 65536
 MAX_ROUNDS = 64  # a handshake is a handful of flights; this bounds a chatty peer

@@ -24,9 +24,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from ..findings import CODES
-from .pki import DAY, NOW, Issued, make_cert, reissue
-from .server import TLSServer
+from inspector.findings.codes import CODES
+from inspector.lab.pki import DAY, NOW, Issued, make_cert, reissue
+from inspector.lab.server import TLSServer
 
 DOMAIN = "lab.test"
 CA_LIFETIME = 3650 * DAY  # CA certificates outlive every scenario: only the leaf's dates vary

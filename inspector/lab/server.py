@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from cryptography.hazmat.primitives import serialization
 
-from .http1 import read_head
+from inspector.lab.http1 import read_head
 
 ACCEPT_POLL = 0.2  # seconds; how quickly stop() is noticed
 CONN_TIMEOUT = 10.0  # a stuck client cannot pin a thread for longer

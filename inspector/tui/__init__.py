@@ -5,7 +5,7 @@ explained), `hosts/` (one row per CONNECT target), `header/`, `search/`, `eventl
 `model.py` is what they all draw from; `messages.py` is how they talk.
 """
 
-from .app import InspectorApp
-from .feeds import FeedError, FileFeed, ProxyFeed
+from inspector.tui.app import InspectorApp
+from inspector.tui.feeds import FeedError, FileFeed, ProxyFeed
 
 __all__ = ["FeedError", "FileFeed", "InspectorApp", "ProxyFeed"]

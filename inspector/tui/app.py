@@ -25,19 +25,19 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from inspector.escape import safe
-from inspector.export import export_flagged
+from inspector.records.escape import safe
+from inspector.records.export import export_flagged
 
-from .detail import DetailPane
-from .eventlog import EventLog, LogRouter, default_log_path
-from .feeds import Feed
-from .header import Status, StatusHeader, status_text
-from .hosts import HostsTable
-from .messages import FollowChanged, HostChosen, SearchChanged, TunnelChosen, TunnelHighlighted
-from .model import RecordError, RowBuilder, TunnelModel, TunnelRow
-from .search import SearchBar
-from .store import RecordSpool
-from .table import TunnelTable
+from inspector.tui.detail import DetailPane
+from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
+from inspector.tui.feeds import Feed
+from inspector.tui.header import Status, StatusHeader, status_text
+from inspector.tui.hosts import HostsTable
+from inspector.tui.messages import FollowChanged, HostChosen, SearchChanged, TunnelChosen, TunnelHighlighted
+from inspector.tui.model import RecordError, RowBuilder, TunnelModel, TunnelRow
+from inspector.tui.search import SearchBar
+from inspector.tui.store import RecordSpool
+from inspector.tui.table import TunnelTable
 
 log = logging.getLogger(__name__)
 

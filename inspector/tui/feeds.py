@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from inspector.escape import safe
-from inspector.jsonl_reader import Entry, JsonlReader
-from inspector.record import host_port
-from inspector.stream import RecordStream
+from inspector.records.escape import safe
+from inspector.records.jsonl import Entry, JsonlReader
+from inspector.records.record import host_port
+from inspector.records.stream import RecordStream
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class ProxyFeed:
 
     def __init__(self, addons: list, options: dict, stream: RecordStream, *,
                  intercept: bool = False) -> None:
-        from inspector.proxy import Proxy  # mitmproxy: not imported by `open`
+        from inspector.mitm.embed import Proxy  # mitmproxy: not imported by `open`
 
         self._addons = addons
         self._stream = stream

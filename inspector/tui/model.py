@@ -13,9 +13,9 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from inspector.escape import safe
-from inspector.findings import SEVERITY_RANK
-from inspector.record import host_port
+from inspector.records.escape import safe
+from inspector.findings.codes import SEVERITY_RANK
+from inspector.records.record import host_port
 
 NO_SEVERITY = -1
 INFO, WARNING, ERROR = SEVERITY_RANK["info"], SEVERITY_RANK["warning"], SEVERITY_RANK["error"]

@@ -12,7 +12,7 @@ import os
 import tempfile
 import threading
 
-from inspector.record import dumps
+from inspector.records.record import dumps
 
 
 class RecordSpool:

@@ -1,6 +1,6 @@
 """The detail pane: one tunnel, findings first."""
 
-from .detail_pane import DetailPane
-from .render import render_detail
+from inspector.tui.detail.detail_pane import DetailPane
+from inspector.tui.detail.render import render_detail
 
 __all__ = ["DetailPane", "render_detail"]

@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from .render import render_detail
+from inspector.tui.detail.render import render_detail
 
 
 class DetailPane(VerticalScroll, can_focus=True):

@@ -15,9 +15,9 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from inspector.escape import safe
+from inspector.records.escape import safe
 
-from ..model import chain_verdict, outcome_text, target_text
+from inspector.tui.model import chain_verdict, outcome_text, target_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "dim"}
 LABEL = "bold"

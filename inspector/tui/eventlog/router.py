@@ -13,7 +13,7 @@ import os
 from collections import deque
 from pathlib import Path
 
-from inspector.escape import safe
+from inspector.records.escape import safe
 
 # The panel keeps this many entries waiting between two UI flushes; a log storm
 # drops the oldest rather than growing without bound (the file has them all).

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from rich.text import Text
 from textual.widgets import Static
 
-from inspector.escape import safe
+from inspector.records.escape import safe
 
-from ..model import ERROR, INFO, WARNING, TunnelModel
+from inspector.tui.model import ERROR, INFO, WARNING, TunnelModel
 
 _CODE_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
 

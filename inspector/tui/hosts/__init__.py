@@ -1,5 +1,5 @@
 """The hosts view: one row per CONNECT host:port."""
 
-from .hosts_table import HostsTable
+from inspector.tui.hosts.hosts_table import HostsTable
 
 __all__ = ["HostsTable"]

@@ -13,11 +13,11 @@ from collections.abc import Hashable
 from rich.style import Style
 from textual.binding import Binding
 
-from inspector.sni import ip_literal
+from inspector.observe.sni import ip_literal
 
-from ..messages import HostChosen
-from ..model import ERROR, HOST_SET_CAP, INFO, NO_SEVERITY, WARNING, HostStats, TunnelModel
-from ..table.virtual import Column, Part, VirtualTable
+from inspector.tui.messages import HostChosen
+from inspector.tui.model import ERROR, HOST_SET_CAP, INFO, NO_SEVERITY, WARNING, HostStats, TunnelModel
+from inspector.tui.table.virtual import Column, Part, VirtualTable
 
 _SEVERITY = {ERROR: ("error", "error"), WARNING: ("warning", "warning"), INFO: ("info", "muted"),
              NO_SEVERITY: ("-", "muted")}

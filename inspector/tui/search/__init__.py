@@ -1,5 +1,5 @@
 """The search bar."""
 
-from .search_bar import SearchBar
+from inspector.tui.search.search_bar import SearchBar
 
 __all__ = ["SearchBar"]

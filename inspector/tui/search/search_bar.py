@@ -10,7 +10,7 @@ from textual import on
 from textual.timer import Timer
 from textual.widgets import Input
 
-from ..messages import SearchChanged
+from inspector.tui.messages import SearchChanged
 
 DEBOUNCE = 0.12
 

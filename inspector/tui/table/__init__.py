@@ -1,6 +1,6 @@
 """The tunnel table and the virtual table it is built on."""
 
-from .tunnel_table import TunnelTable
-from .virtual import Column, VirtualTable
+from inspector.tui.table.tunnel_table import TunnelTable
+from inspector.tui.table.virtual import Column, VirtualTable
 
 __all__ = ["Column", "TunnelTable", "VirtualTable"]

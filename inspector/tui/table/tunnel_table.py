@@ -15,9 +15,9 @@ from rich.style import Style
 from textual import events
 from textual.binding import Binding
 
-from ..messages import FollowChanged, TunnelChosen, TunnelHighlighted
-from ..model import ERROR, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
-from .virtual import Column, Part, VirtualTable
+from inspector.tui.messages import FollowChanged, TunnelChosen, TunnelHighlighted
+from inspector.tui.model import ERROR, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
+from inspector.tui.table.virtual import Column, Part, VirtualTable
 
 _VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "-": "muted"}
 _CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own severity's colour

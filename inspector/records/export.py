@@ -18,9 +18,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from .escape import safe
-from .record import dumps
-from .stream import LineFile
+from inspector.records.escape import safe
+from inspector.records.record import dumps
+from inspector.records.stream import LineFile
 
 log = logging.getLogger(__name__)
 

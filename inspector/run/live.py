@@ -11,11 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from inspector.escape import safe
-from inspector.run_report import EXIT_OK, EXIT_USAGE, RunReport
+from inspector.records.escape import safe
+from inspector.run.report import EXIT_OK, EXIT_USAGE, RunReport
 
-from .app import InspectorApp
-from .feeds import FileFeed, ProxyFeed
+from inspector.tui.app import InspectorApp
+from inspector.tui.feeds import FileFeed, ProxyFeed
 
 def _run(app: InspectorApp) -> int:
     app.run()
@@ -43,7 +43,7 @@ def run_live(args: argparse.Namespace, options: dict,
     wrap_feed(feed, port_of) may wrap the proxy's feed (the demo starts its clients
     once the proxy listens); port_of() is the port the proxy listens on.
     """
-    from addons.tunnel_inspector import TunnelInspector
+    from inspector.mitm.addon import TunnelInspector
 
     addon = TunnelInspector()
     with RunReport(args.export_flagged, args.fail_on) as report:

@@ -6,7 +6,7 @@ escape.safe(); colour only when the caller says the terminal wants it.
 
 from __future__ import annotations
 
-from .escape import safe
+from inspector.records.escape import safe
 
 _SEV_COLOUR = {"error": "\x1b[31m", "warning": "\x1b[33m", "info": "\x1b[36m"}
 _RESET = "\x1b[0m"

@@ -7,9 +7,9 @@ record saying what it sent. Pure functions over those bytes.
 
 from __future__ import annotations
 
-from .escape import safe
-from .findings import Finding, finding
-from .wire import looks_like_tls
+from inspector.records.escape import safe
+from inspector.findings.codes import Finding, finding
+from inspector.observe.wire import looks_like_tls
 
 OPENING_BYTES = 256  # enough for a request line; a record never carries more
 

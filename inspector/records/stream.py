@@ -16,9 +16,9 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from .escape import safe
-from .findings import SEVERITY_RANK, worst_severity
-from .record import dumps, host_port
+from inspector.records.escape import safe
+from inspector.findings.codes import SEVERITY_RANK, worst_severity
+from inspector.records.record import dumps, host_port
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
-from .escape import safe
-from .export import ExportSpool, ExportTargetError
-from .stream import JsonlSink, Summary
+from inspector.records.escape import safe
+from inspector.records.export import ExportSpool, ExportTargetError
+from inspector.records.stream import JsonlSink, Summary
 
 # EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is
 # missing or incomplete (a full disk). It wins over EXIT_FLAGGED: the verdict stands

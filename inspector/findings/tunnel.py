@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .findings import Finding
-from .handshake import outcome_findings
-from .record import Tunnel
-from .sni import sni_findings
+from inspector.findings.codes import Finding
+from inspector.observe.handshake import outcome_findings
+from inspector.records.record import Tunnel
+from inspector.observe.sni import sni_findings
 
 
 def tunnel_findings(t: Tunnel, rejected_proxy: bool = False) -> list[Finding]:

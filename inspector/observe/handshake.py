@@ -12,8 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from . import wire
-from .findings import Finding, finding
+from inspector.observe import wire
+from inspector.findings.codes import Finding, finding
 
 ESTABLISHED = "established"
 SERVER_ALERT = "server-alert"

@@ -18,8 +18,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .lab.chains import ChainLab, build_chain_lab
-from .lab.http1 import connect_tunnel
+from inspector.lab.chains import ChainLab, build_chain_lab
+from inspector.lab.http1 import connect_tunnel
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class DemoFeed:
 
 
 async def run_demo_headless(args: argparse.Namespace, demo: DemoLab) -> int:
-    from .cli import run_headless
+    from inspector.cli import run_headless
 
     return await run_headless(args, demo.proxy_options(),
                               until=lambda port: run_clients(port, demo.clients))
@@ -154,8 +154,8 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             return asyncio.run(run_demo_headless(args, demo))
-        from .cli import mitm_options
-        from .tui.run import run_live
+        from inspector.cli import mitm_options
+        from inspector.run.live import run_live
 
         return run_live(args, {**mitm_options(args), **demo.proxy_options()},
                         wrap_feed=lambda feed, port_of: DemoFeed(feed, demo.clients, port_of))

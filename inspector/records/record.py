@@ -13,10 +13,10 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .findings import Finding, is_flagged
-from .handshake import AlertSeen
-from .sni import decode_sni
-from .wire import ClientHello, version_name
+from inspector.findings.codes import Finding, is_flagged
+from inspector.observe.handshake import AlertSeen
+from inspector.observe.sni import decode_sni
+from inspector.observe.wire import ClientHello, version_name
 
 SCHEMA = 1
 

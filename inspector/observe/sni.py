@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from .findings import Finding, finding
+from inspector.findings.codes import Finding, finding
 
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 

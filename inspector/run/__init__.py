@@ -1,0 +1,1 @@
+"""The composition roots: each command wires addon, proxy, sinks and report here."""
