@@ -7,6 +7,7 @@ import sys
 
 from .escape import safe
 from .export import write_export
+from .limits import Unrecorded
 from .stream import Summary
 
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE = 0, 1, 2
@@ -26,9 +27,12 @@ class RunReport:
         if self.export_to and record.get("flagged"):
             self._flagged.append(record)
 
-    def finish(self) -> int:
-        """Print the summary, write the export, judge --fail-on; the exit code."""
+    def finish(self, unrecorded: Unrecorded | None = None) -> int:
+        """Print the summary (and the connections closed without a record), write the
+        export, judge --fail-on (on records only); the exit code."""
         print(self.summary.line(), flush=True)
+        if unrecorded is not None and (line := unrecorded.line()):
+            print(line, flush=True)
         if self.export_to:
             try:
                 n = write_export(self.export_to, self._flagged)
