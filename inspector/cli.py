@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
+from inspector.mitm.limits import HEAD_TIMEOUT_S
 from inspector.mitm.embed import Proxy, ProxyStartError
 from inspector.records.record import host_port
 from inspector.records.export import ExportTargetError
@@ -59,6 +60,9 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                    help="exit 1 if any tunnel had a finding of this severity or worse")
     g.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
                    help="record a handshake as timed out after S seconds (default 10)")
+    g.add_argument("--connect-head-timeout", type=float, default=HEAD_TIMEOUT_S, metavar="S",
+                   help="close a connection that has not sent its request head (CONNECT line "
+                        "and headers) within S seconds; counted, not recorded (default 30)")
     g.add_argument("--no-probe", action="store_true",
                    help="never probe upstreams: chains only where the relay sees them (TLS <= 1.2)")
     g.add_argument("--no-fast-relay", action="store_true",
@@ -132,7 +136,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    for name in ("duration", "handshake_timeout", "probe_timeout"):
+    for name in ("duration", "handshake_timeout", "connect_head_timeout", "probe_timeout"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0 seconds")
@@ -176,6 +180,7 @@ def mitm_options(args: argparse.Namespace) -> dict:
         "inspector_jsonl": args.jsonl,
         "inspector_connect_to": args.connect_to,
         "inspector_handshake_timeout": args.handshake_timeout,
+        "inspector_connect_head_timeout": args.connect_head_timeout,
         "inspector_trust": args.trust or ["mozilla"],
         "inspector_client": args.client,
         "inspector_probe": not args.no_probe,
@@ -252,7 +257,7 @@ async def run_headless(
                 job.cancel()
             await proxy.stop()
         lines.close()
-        return report.finish(addon.jsonl)
+        return report.finish(addon.jsonl, addon.unrecorded)
 
 
 def _setup_logging() -> None:

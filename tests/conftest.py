@@ -59,11 +59,8 @@ def echo_server(pki):
 class ProxyProcess:
     def __init__(self, args: list[str], jsonl: Path) -> None:
         self.jsonl = jsonl
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", "0",
-             "--jsonl", str(jsonl), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        self.proc = self._popen([sys.executable, "-m", "inspector.cli", "--headless",
+                                 "--listen-port", "0", "--jsonl", str(jsonl), *args])
         self.first_line = first = self.proc.stdout.readline()
         if not first.startswith("listening on "):
             self.proc.kill()
@@ -80,6 +77,9 @@ class ProxyProcess:
         for t in self._readers:
             t.start()
         self._result: tuple[int, str, str] | None = None
+
+    def _popen(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def records(self, count: int, timeout: float = 15.0) -> list[dict]:
         """Wait (bounded) until at least `count` records are written; return them."""

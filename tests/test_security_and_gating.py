@@ -149,3 +149,50 @@ def test_kill_9_leaves_whole_lines_and_open_reports_a_torn_tail(start_proxy, str
     problems = [x for x in items if isinstance(x, Problem)]
     assert len(items) - len(problems) == len(lines) - 1
     assert len(problems) == 1 and problems[0].line == len(lines)
+
+
+def _client_hello() -> bytes:
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ssl.create_default_context().wrap_bio(inc, out, server_hostname="evil.example")
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+def test_with_proxy_auth_nothing_unauthenticated_becomes_a_record(start_proxy, strict_server, pki):
+    """Garbage, TLS to the proxy, a bad CONNECT line, a CONNECT into the proxy itself, all
+    without credentials: counted as refused, no record, nothing for --fail-on to fail on."""
+    port = strict_server.port
+    p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}", "--proxy-auth", "u:secret",
+                    "--no-probe", "--fail-on", "error")
+    strangers = [
+        b"GARBAGE \x1b[31m<evil.example> HTTP/1.1\r\n\r\n",
+        b"CONNECT evil.example:99999 HTTP/1.1\r\nHost: x\r\n\r\n",
+        _client_hello(),
+        f"CONNECT 127.1:{p.port} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    ]
+    for data in strangers:
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(data)
+            s.settimeout(1)
+            try:
+                answer = s.recv(100)
+            except TimeoutError:
+                answer = b""
+            assert not answer.startswith(b"HTTP/1.1 508")  # the loop guard says nothing either
+    token = base64.b64encode(b"u:secret").decode()
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(f"CONNECT {HOST}:{port} HTTP/1.1\r\nHost: x\r\n"
+                  f"Proxy-Authorization: Basic {token}\r\n\r\n".encode())
+        assert s.recv(100).startswith(b"HTTP/1.1 200")
+        with ssl.create_default_context(cafile=pki["root_pem"]).wrap_socket(s, server_hostname=HOST):
+            pass
+    p.records(1)
+    code, out, err = p.stop()
+    recs = p.records(1, timeout=0.5)
+    assert [r["connect"]["host"] for r in recs] == [HOST]
+    assert code == 0, out  # --fail-on error: no stranger's request made a failing record
+    assert "not recorded: auth refused 4" in out.splitlines()
+    assert "evil.example" not in out + err

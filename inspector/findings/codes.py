@@ -27,6 +27,7 @@ CODES = {
     "handshake-aborted": ERROR,
     "upstream-unreachable": ERROR,
     "bad-connect": ERROR,
+    "proxy-loop": ERROR,
     # chain
     "sni-required": ERROR,
     "untrusted": ERROR,

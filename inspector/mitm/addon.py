@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Sequence
@@ -24,7 +25,15 @@ from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from OpenSSL import crypto
 
+from inspector.mitm import accept
+
 from inspector.observe import handshake
+
+from inspector.mitm import head_guard
+
+from inspector.mitm import limits
+
+from inspector.observe import loop_guard
 
 from inspector.observe import wire
 from inspector.findings.tunnel import tunnel_findings
@@ -75,7 +84,14 @@ class TunnelInspector:
         self._jsonl: JsonlSink | None = None
         self._intercept = False
         self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
-        self._auth_refused = 0  # CONNECTs our --proxy-auth answered 407: no tunnel, no record
+        # Connections closed without a record (no tunnel): refused by --proxy-auth, no
+        # request head in time, a head too large. Shown in stats() and the run's summary.
+        self.unrecorded = limits.Unrecorded()
+        self._warned_407 = False
+        self._head_timers: dict[str, asyncio.TimerHandle] = {}  # client id -> head deadline
+        self._loops: dict[str, str] = {}  # client id -> why its CONNECT target is this proxy
+        self._closing: set[asyncio.Task] = set()
+        self._proxyserver = None  # mitmproxy's proxyserver addon, once running
 
     @property
     def jsonl(self) -> JsonlSink | None:
@@ -83,10 +99,9 @@ class TunnelInspector:
         return self._jsonl
 
     def stats(self) -> dict:
-        """For the UI's header: tunnels in progress, and the chain stage's probe figures."""
-        out = {"tunnels_open": len(self._live)}
-        if self._auth_refused:
-            out["auth_refused"] = self._auth_refused
+        """For the UI's header: tunnels in progress, connections closed without a record,
+        and the chain stage's probe figures."""
+        out = {"tunnels_open": len(self._live)} | self.unrecorded.nonzero()
         return out | (self.judge.stats() if self.judge else {})
 
     # --- options -------------------------------------------------------------------
@@ -140,6 +155,16 @@ class TunnelInspector:
             "inspector_log_lines", bool, False,
             "Log one line per tunnel through mitmproxy's log (for mitmdump -s).",
         )
+        loader.add_option(
+            "inspector_connect_head_timeout", float, limits.HEAD_TIMEOUT_S,
+            "Seconds a client has, from connecting, to send its request head (the CONNECT "
+            "line and headers); otherwise it is closed, without a record, and counted.",
+        )
+        _prepare_process()
+
+    def running(self) -> None:
+        self._proxyserver = ctx.master.addons.get("proxyserver")
+        _prepare_process()  # a no-op if load() already ran inside the event loop
 
     def configure(self, updated) -> None:
         if "inspector_connect_to" in updated:
@@ -150,6 +175,9 @@ class TunnelInspector:
         if "inspector_handshake_timeout" in updated:
             if not ctx.options.inspector_handshake_timeout > 0:
                 raise exceptions.OptionsError("inspector_handshake_timeout must be > 0 seconds")
+        if "inspector_connect_head_timeout" in updated:
+            if not ctx.options.inspector_connect_head_timeout > 0:
+                raise exceptions.OptionsError("inspector_connect_head_timeout must be > 0 seconds")
         if "inspector_jsonl" in updated:
             if self._jsonl is not None:
                 self.stream.unsubscribe(self._jsonl)
@@ -178,11 +206,23 @@ class TunnelInspector:
 
     # --- hooks, in the order they fire for one tunnel -------------------------------
 
+    def client_connected(self, client: connection.Client) -> None:
+        # Until its request head has arrived a connection is no tunnel, only a descriptor.
+        self._head_timers[client.id] = asyncio.get_running_loop().call_later(
+            ctx.options.inspector_connect_head_timeout, self._head_timed_out, client.id)
+
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._head_done(flow.client_conn.id)
         self._opening.pop(flow.client_conn.id, None)  # plain proxied HTTP: not a tunnel
+        # A plain request to this proxy's own address is forwarded to itself, again and
+        # again (one GET held 5,000 descriptors within 10 s): refused, like a CONNECT.
+        if flow.response is None and (reason := self._loop_reason(flow.request.host,
+                                                                   flow.request.port)):
+            flow.response = _loop_response(reason)
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         client = flow.client_conn
+        self._head_done(client.id)
         self._opening.pop(client.id, None)
         # A client may send another CONNECT on the same connection (after a 407 or a
         # 502): each tunnel gets its own record id.
@@ -202,8 +242,22 @@ class TunnelInspector:
         if mapped is not None:
             flow.request.host, flow.request.port = mapped
         live.target = (flow.request.host, flow.request.port)
+        # A refusal already made (--proxy-auth, when it runs first) stands; otherwise an
+        # address that is this proxy is refused here (a name, in server_connect).
+        if flow.response is None and (reason := self._loop_reason(*live.target)):
+            self._loops[client.id] = reason
+            flow.response = _loop_response(reason)
         timeout = ctx.options.inspector_handshake_timeout
         live.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, client.id, timeout)
+
+    def server_connect(self, data: ServerConnectionHookData):
+        # A name on one of our own ports is resolved before mitmproxy connects: if it is
+        # this proxy, the connection is refused (mitmproxy answers 502). Other ports
+        # cannot loop, so ordinary tunnels never pay for a second lookup.
+        host, port = data.server.address[:2]
+        if loop_guard.needs_resolving(host, port, self._listening()):
+            return self._refuse_if_resolves_to_self(data, host, port)
+        return None
 
     def server_connected(self, data: ServerConnectionHookData) -> None:
         live = self._live.get(data.client.id)
@@ -211,7 +265,9 @@ class TunnelInspector:
             live.tunnel.upstream = data.server.peername or data.server.address
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
-        live = self._live.get(flow.client_conn.id)
+        cid = flow.client_conn.id
+        looped = self._loops.pop(cid, None)
+        live = self._live.get(cid)
         if live is None:
             return
         code = flow.response.status_code if flow.response else None
@@ -220,12 +276,16 @@ class TunnelInspector:
             # client that answers with credentials opens it next, so a record here would
             # count every tunnel of such a client twice. A client that never sends any
             # fails without a tunnel: the count in stats() and this warning show it.
-            self._live.pop(flow.client_conn.id).timer.cancel()
-            self._auth_refused += 1
-            if self._auth_refused == 1:
+            self._live.pop(cid).timer.cancel()
+            self.unrecorded.add(limits.AUTH_REFUSED)
+            if not self._warned_407:
+                self._warned_407 = True
                 log.warning("CONNECT %s answered 407 (--proxy-auth): a client that does not "
                             "retry with credentials gets no tunnel and no record",
                             host_port(safe(live.tunnel.connect_host), live.tunnel.connect_port))
+            return
+        if looped is not None:
+            self._publish_loop(cid, looped)
             return
         if flow.response is not None:
             # mitmproxy cannot take a second CONNECT on a connection whose first failed
@@ -243,6 +303,9 @@ class TunnelInspector:
             # The client's first bytes to the proxy itself: kept until a request parses, so
             # a CONNECT that mitmproxy rejects unparsed (no hook fires) still gets a record.
             self._opening[cid] = first[:OPENING_BYTES]
+            if nextlayer.layer is None and head_guard.applies(ctx_, first):
+                nextlayer.layer = head_guard.http_layer(ctx_, limits.HEAD_MAX_BYTES,
+                                                        self._head_too_large)
             return
         if (
             self._intercept
@@ -340,12 +403,19 @@ class TunnelInspector:
             self._finish(cid)
 
     def client_disconnected(self, client: connection.Client) -> None:
+        self._head_done(client.id)
+        self._loops.pop(client.id, None)
         # The safety net: whatever path a tunnel took, it gets its record here at the latest.
         self._closed(client.id)
         self._connects.pop(client.id, None)
         opening = self._opening.pop(client.id, None)
         if opening is not None:
-            self._publish_unparsed(client, opening)
+            if getattr(ctx.options, "proxyauth", None):
+                # No request parsed, so none was authenticated: a stranger's bytes are
+                # counted with the refused, never written or gated on (--fail-on).
+                self.unrecorded.add(limits.AUTH_REFUSED)
+            else:
+                self._publish_unparsed(client, opening)
 
     async def done(self) -> None:
         for cid in list(self._live):
@@ -425,6 +495,60 @@ class TunnelInspector:
     def _log_line(self, record: dict) -> None:
         log.info(format_line(record))
 
+    # --- connections that are no tunnel, and tunnels into the proxy itself ------------
+
+    def _listening(self) -> list[tuple]:
+        return self._proxyserver.listen_addrs() if self._proxyserver is not None else []
+
+    def _head_done(self, cid: str) -> None:
+        timer = self._head_timers.pop(cid, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _head_timed_out(self, cid: str) -> None:
+        self._head_timers.pop(cid, None)
+        handler = self._proxyserver.connections.get(cid) if self._proxyserver else None
+        if handler is None:
+            return
+        self._opening.pop(cid, None)  # closed unanswered: no tunnel, so no record
+        self.unrecorded.add(limits.HEAD_TIMED_OUT)
+        # mitmproxy's own way to close an idle connection: cancel its reader.
+        task = asyncio.ensure_future(handler.on_timeout())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _head_too_large(self, client: connection.Client) -> None:
+        self._head_done(client.id)
+        self._opening.pop(client.id, None)
+        self.unrecorded.add(limits.HEAD_TOO_LARGE)
+
+    def _loop_reason(self, host: str, port: int) -> str | None:
+        return loop_guard.loop_reason(host, port, self._listening(), loop_guard.is_local_address)
+
+    async def _refuse_if_resolves_to_self(self, data: ServerConnectionHookData, host: str,
+                                          port: int) -> None:
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                RESOLVE_S)
+        except (OSError, asyncio.TimeoutError):
+            return  # mitmproxy's own lookup fails (or succeeds) as it would have
+        for info in infos:
+            if reason := self._loop_reason(info[4][0], port):
+                reason = f"{safe(host)} resolves to {info[4][0]}, and {reason}"
+                if data.client.id in self._live:  # a tunnel: its record says why
+                    self._loops[data.client.id] = reason
+                data.server.error = f"refused: {reason}"
+                return
+
+    def _publish_loop(self, cid: str, reason: str) -> None:
+        live = self._live.pop(cid)
+        live.timer.cancel()
+        t = live.tunnel
+        t.outcome, t.detail, t.decided = handshake.CONNECT_FAILED, f"refused: {reason}", time.time()
+        finding = loop_guard.loop_finding(t.connect_host, t.connect_port, reason)
+        self.stream.publish(t.to_record([finding]))
+
 
 _JUDGE_OPTIONS = {
     "inspector_trust",
@@ -434,6 +558,36 @@ _JUDGE_OPTIONS = {
     "inspector_expiring_days",
     "mode",
 }
+
+
+RESOLVE_S = 5.0  # the loop check's own lookup of a name on one of our ports
+
+
+def _loop_response(reason: str) -> http.Response:
+    """508 Loop Detected, closing the connection. --proxy-auth, when it runs after us,
+    still replaces it with its 407: an unauthenticated client learns nothing."""
+    response = http.Response.make(508, f"tunnel-inspector: refused, {reason}\n",
+                                  {"Content-Type": "text/plain", "Connection": "close"})
+    response.reason = "Loop Detected"
+    return response
+
+
+def _prepare_process() -> None:
+    """Inside the event loop, before the proxy listens: an accept step that survives
+    running out of descriptors, and the open-file limit raised to the hard limit.
+    Both are idempotent (load() and running() both call this)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # not inside the loop yet: running() calls again
+    accept.install(loop)
+    try:
+        before, after = limits.raise_open_file_limit()
+    except (OSError, ValueError) as e:
+        log.warning("cannot raise the open-file limit: %s", e)
+        return
+    if after != before:
+        log.info("open-file limit raised from %d to %d (the hard limit)", before, after)
 
 
 def _der(cert) -> bytes:

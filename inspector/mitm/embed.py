@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from mitmproxy import exceptions
 from mitmproxy.addons import default_addons
@@ -16,7 +17,13 @@ from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.master import Master
 from mitmproxy.options import Options
 
+from inspector.chain.judge import upstream_proxy_address
+from inspector.observe.loop_guard import is_local_address, loop_reason, numeric_address
+from inspector.records.record import host_port
+
 log = logging.getLogger(__name__)
+
+UPSTREAM_RESOLVE_S = 5.0  # a start-up check: a resolver that slow only skips the check
 
 
 class ProxyStartError(Exception):
@@ -89,6 +96,11 @@ class Proxy:
                 f"cannot listen on {self._options.get('listen_host')}:"
                 f"{self._options.get('listen_port')}: {why}"
             )
+        upstream = upstream_proxy_address(self._options.get("mode") or [])
+        if upstream is not None and (why := await _upstream_loop(*upstream, addrs)):
+            await self.stop()
+            raise ProxyStartError(f"--upstream-proxy {host_port(*upstream)} would send every "
+                                  f"tunnel back into this proxy: {why}")
         host, port = addrs[0][:2]
         return host, port
 
@@ -121,3 +133,21 @@ async def _close_connections(proxyserver, timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while proxyserver.connections and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.01)
+
+
+async def _upstream_loop(host: str, port: int, listening: list) -> str | None:
+    """Why the upstream proxy host:port is one of our own listeners, or None. A name is
+    resolved here, once: a loop through it would nest a connection per tunnel."""
+    if (why := loop_reason(host, port, listening, is_local_address)) is not None \
+            or numeric_address(host) is not None:
+        return why
+    try:
+        infos = await asyncio.wait_for(
+            asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+            UPSTREAM_RESOLVE_S)
+    except (OSError, asyncio.TimeoutError):
+        return None  # unresolvable now: each tunnel then fails upstream-unreachable
+    for info in infos:
+        if (why := loop_reason(info[4][0], port, listening, is_local_address)) is not None:
+            return f"{host} resolves to {info[4][0]}, and {why}"
+    return None

@@ -58,4 +58,4 @@ def run_live(args: argparse.Namespace, options: dict,
                            export_dir=Path(args.export_dir),
                            quit_after=args.duration)
         code = _run(app)
-        return code if code != EXIT_OK else report.finish(addon.jsonl)
+        return code if code != EXIT_OK else report.finish(addon.jsonl, addon.unrecorded)

@@ -7,6 +7,7 @@ import sys
 
 from inspector.records.escape import safe
 from inspector.records.export import ExportSpool, ExportTargetError
+from inspector.mitm.limits import Unrecorded
 from inspector.records.stream import JsonlSink, Summary
 
 # EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is
@@ -40,8 +41,9 @@ class RunReport:
         if self._spool is not None and record.get("flagged"):
             self._spool.add(record)
 
-    def finish(self, jsonl: JsonlSink | None = None) -> int:
-        """Print the summary, write the export, judge --fail-on; the exit code.
+    def finish(self, jsonl: JsonlSink | None = None, unrecorded: Unrecorded | None = None) -> int:
+        """Print the summary (and the connections closed without a record), write the
+        export, judge --fail-on (on records only); the exit code.
 
         jsonl: the --jsonl sink, whose records not written the summary names."""
         line = self.summary.line()
@@ -51,6 +53,8 @@ class RunReport:
                      f"{jsonl.error}")
             complete = False
         print(line, flush=True)
+        if unrecorded is not None and (extra := unrecorded.line()):
+            print(extra, flush=True)
         if self._spool is not None:
             complete = self._export() and complete
         failing = self.summary.failing(self.fail_on) if self.fail_on != "never" else {}

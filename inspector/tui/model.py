@@ -2,7 +2,7 @@
 
 A record dict costs ~8 KB in memory; 100k of them would not fit the UI's budget. So
 the UI keeps a `TunnelRow` per tunnel: the cells it draws, already escaped with
-`inspector.escape.safe`, and a `ref` to re-read the full record on demand (from the
+`inspector.records.escape.safe`, and a `ref` to re-read the full record on demand (from the
 file being opened, or from the UI's spool). Strings that repeat across tunnels (hosts,
 outcomes, codes) are shared. Filtering is a list of row indices, rebuilt by one pass
 over the rows; no widget is rebuilt.

@@ -1,7 +1,7 @@
 """One tunnel, explained: what the client asked for, what happened, why, what to fix.
 
 Pure: a record dict in, rich renderables out. Every string from the record passes
-`inspector.escape.safe` and becomes `rich.text.Text` (never markup), so a certificate
+`inspector.records.escape.safe` and becomes `rich.text.Text` (never markup), so a certificate
 subject of "[bold]x\\x1b]0;y" is shown exactly like that.
 """
 
