@@ -246,3 +246,26 @@ def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
     got, handed_over = asyncio.run(run())
     assert got == payload
     assert handed_over == (1 if fast else 0)
+
+
+def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):
+    """A CONNECT head sent in pieces, then the client goes: nothing was malformed, so
+    no bad-connect; a malformed head still is one."""
+    from inspector.lab.http1 import read_head
+
+    p = start_proxy("--no-probe")
+    with socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT) as s:
+        s.sendall(b"CONNECT a.example:443 HTTP/1.1\r\n")
+        s.sendall(b"Host: a.exa")
+    (left,) = p.records(1, timeout=TIMEOUT)
+    assert left["connect"] == {"host": "a.example", "port": 443}
+    assert left["handshake"]["outcome"] == "closed"
+    assert left["handshake"]["detail"] == "the client left before its request was complete"
+    assert "bad-connect" not in [f["code"] for f in left["findings"]]
+    with socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT) as s:
+        s.sendall(b"CONNECT a.example:99999 HTTP/1.1\r\n")
+        s.sendall(b"\r\n")
+        assert read_head(s, 8192).startswith(b"HTTP/1.1 400")
+    malformed = p.records(2, timeout=TIMEOUT)[1]
+    assert malformed["handshake"]["outcome"] == "connect-failed"
+    assert [f["code"] for f in malformed["findings"]] == ["bad-connect"]

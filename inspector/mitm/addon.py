@@ -84,6 +84,7 @@ class TunnelInspector:
         self._jsonl: JsonlSink | None = None
         self._intercept = False
         self._opening: dict[str, bytes] = {}  # client id -> first bytes, until a request parses
+        self._left_mid_head_ids: set[str] = set()  # clients that closed with a head half sent
         # Connections closed without a record (no tunnel): refused by --proxy-auth, no
         # request head in time, a head too large. Shown in stats() and the run's summary.
         self.unrecorded = limits.Unrecorded()
@@ -305,7 +306,7 @@ class TunnelInspector:
             self._opening[cid] = first[:OPENING_BYTES]
             if nextlayer.layer is None and head_guard.applies(ctx_, first):
                 nextlayer.layer = head_guard.http_layer(ctx_, limits.HEAD_MAX_BYTES,
-                                                        self._head_too_large)
+                                                        self._head_too_large, self._left_mid_head)
             return
         if (
             self._intercept
@@ -409,13 +410,15 @@ class TunnelInspector:
         self._closed(client.id)
         self._connects.pop(client.id, None)
         opening = self._opening.pop(client.id, None)
+        left_mid_head = client.id in self._left_mid_head_ids
+        self._left_mid_head_ids.discard(client.id)
         if opening is not None:
             if getattr(ctx.options, "proxyauth", None):
                 # No request parsed, so none was authenticated: a stranger's bytes are
                 # counted with the refused, never written or gated on (--fail-on).
                 self.unrecorded.add(limits.AUTH_REFUSED)
             else:
-                self._publish_unparsed(client, opening)
+                self._publish_unparsed(client, opening, left_mid_head)
 
     async def done(self) -> None:
         for cid in list(self._live):
@@ -485,11 +488,16 @@ class TunnelInspector:
         findings = tunnel_findings(t, live.client_rejected_proxy) + chain_findings
         self.stream.publish(t.to_record(findings, chain))
 
-    def _publish_unparsed(self, client: connection.Client, opening: bytes) -> None:
+    def _publish_unparsed(self, client: connection.Client, opening: bytes,
+                          left_mid_head: bool) -> None:
         host, port = unparsed_target(opening)
         t = Tunnel(id=client.id, client=client.peername, connect_host=host, connect_port=port,
-                   started=client.timestamp_start or time.time(), outcome=handshake.CONNECT_FAILED,
-                   detail=bad_request_detail(opening), decided=time.time())
+                   started=client.timestamp_start or time.time(), decided=time.time())
+        if left_mid_head:  # nothing was malformed: the client just stopped
+            t.outcome, t.detail = handshake.CLOSED, "the client left before its request was complete"
+            self.stream.publish(t.to_record(tunnel_findings(t)))
+            return
+        t.outcome, t.detail = handshake.CONNECT_FAILED, bad_request_detail(opening)
         self.stream.publish(t.to_record([bad_request_finding(opening)]))
 
     def _log_line(self, record: dict) -> None:
@@ -516,6 +524,9 @@ class TunnelInspector:
         task = asyncio.ensure_future(handler.on_timeout())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _left_mid_head(self, client: connection.Client) -> None:
+        self._left_mid_head_ids.add(client.id)
 
     def _head_too_large(self, client: connection.Client) -> None:
         self._head_done(client.id)

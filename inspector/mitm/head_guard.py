@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from mitmproxy import connection
 from mitmproxy.net.tls import starts_like_tls_record
-from mitmproxy.proxy import commands, layer
+from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import modes
 from mitmproxy.proxy.layers.http import HTTPMode, Http1Server, HttpLayer
@@ -28,12 +28,16 @@ TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 
 class HeadLimitedHttp1Server(Http1Server):
     def __init__(self, context: Context, max_bytes: int,
-                 too_large: Callable[[connection.Client], None]) -> None:
+                 too_large: Callable[[connection.Client], None],
+                 left: Callable[[connection.Client], None]) -> None:
         super().__init__(context)
         self._max_bytes = max_bytes
         self._too_large = too_large  # told once, before the connection is closed
+        self._left = left  # the client closed with part of a head sent: nothing malformed
 
     def read_headers(self, event):
+        if isinstance(event, events.ConnectionClosed) and bytes(self.buf).strip():
+            self._left(self.context.client)
         yield from super().read_headers(event)
         # Still reading the same head (no blank line yet), and already too much of it.
         if self.state == self.read_headers and len(self.buf) > self._max_bytes:
@@ -56,12 +60,13 @@ def applies(context: Context, first_bytes: bytes) -> bool:
 
 
 def http_layer(context: Context, max_bytes: int,
-               too_large: Callable[[connection.Client], None]) -> layer.Layer:
+               too_large: Callable[[connection.Client], None],
+               left: Callable[[connection.Client], None]) -> layer.Layer:
     """mitmproxy's HttpLayer for an explicit proxy, its HTTP/1 server head-limited."""
     upstream = isinstance(context.layers[0], modes.HttpUpstreamProxy)
     http = HttpLayer(context, HTTPMode.upstream if upstream else HTTPMode.regular)
     # HttpLayer keeps a connection layer that is already set ("may have been set by
     # client playback"); forked after HttpLayer joined the stack, as it forks its own.
     http.connections[context.client] = HeadLimitedHttp1Server(
-        context.fork(), max_bytes, too_large)
+        context.fork(), max_bytes, too_large, left)
     return http
