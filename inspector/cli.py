@@ -1,4 +1,8 @@
-"""The command line, and the composition root: it wires addon, proxy and sinks."""
+"""The command line: argparse and dispatch to a composition root in inspector/run/.
+
+Imports nothing heavy at module level: `open`, `probe` and `--help` never load
+mitmproxy (each command imports its own root when it runs).
+"""
 
 from __future__ import annotations
 
@@ -6,37 +10,37 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 
-from inspector.mitm.limits import HEAD_TIMEOUT_S
-from inspector.mitm.embed import Proxy, ProxyStartError
-from inspector.records.record import host_port
+from inspector.options import OPTIONS, Option, seconds_problem
 from inspector.records.export import ExportTargetError
-from inspector.run.report import EXIT_NOT_WRITTEN, EXIT_USAGE, RunReport
-from inspector.records.stream import LinePrinter
+from inspector.run.report import EXIT_NOT_WRITTEN, EXIT_USAGE, RunError
 
-class CliError(Exception):
-    """A sentence for stderr, and exit 2."""
+# Which of the table's options go in which help group (inspector/options.py).
+_CHAIN = ("trust", "client", "probe_timeout", "expiring_days", "connect_to")
+
+
+def _table_option(g, o: Option) -> None:
+    """One argument from the option table: the same name, default, help and check as
+    the addon's mitmproxy option."""
+    if o.type is bool:
+        g.add_argument(o.flag, dest=o.name, action="store_false" if o.default else "store_true",
+                       help=o.help)
+    elif o.repeatable:  # None until given: the table's default then applies
+        g.add_argument(o.flag, dest=o.name, action="append", metavar=o.metavar, help=o.help)
+    else:
+        kind = o.type if o.type in (int, float) else str
+        g.add_argument(o.flag, dest=o.name, type=kind, default=o.default, metavar=o.metavar,
+                       help=o.help)
 
 
 def _chain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("chain verdicts")
-    g.add_argument("--trust", metavar="PATH|mozilla|system", action="append",
-                   help="what a normal client trusts (repeatable; default mozilla)")
-    g.add_argument("--client", metavar="NAME=PATH", action="append", default=[],
-                   help="judge the chain for a client with its own root store, e.g. an old "
-                        "device (repeatable)")
-    g.add_argument("--probe-timeout", type=float, default=5.0, metavar="S",
-                   help="seconds a probe handshake may take (default 5)")
-    g.add_argument("--expiring-days", type=int, default=30, metavar="N",
-                   help="warn when a certificate expires within N days (default 30)")
+    for o in OPTIONS:
+        if o.name in _CHAIN:
+            _table_option(g, o)
     g.add_argument("--upstream-proxy", metavar="URL",
                    help="send tunnels and probes through this HTTP proxy (http://HOST:PORT)")
-    g.add_argument("--connect-to", metavar="HOST:PORT:HOST2:PORT2", action="append", default=[],
-                   help="send tunnels for HOST:PORT to HOST2:PORT2, SNI untouched (repeatable)")
 
 
 def _proxy_options(p: argparse.ArgumentParser) -> None:
@@ -49,8 +53,6 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                    help="require these proxy credentials (needed with a non-loopback --listen-host)")
     g.add_argument("--allow-remote", action="store_true",
                    help="accept a non-loopback --listen-host without --proxy-auth")
-    g.add_argument("--jsonl", metavar="PATH",
-                   help="append one JSON record per tunnel to PATH, each a whole line")
     g.add_argument("--export-flagged", metavar="PATH",
                    help="at exit, write the flagged tunnels to PATH as one JSON document "
                         "(not a symbolic link; they wait in a hidden file beside it)")
@@ -58,19 +60,9 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                    help="where the UI's `e` key writes exports (default: the working directory)")
     g.add_argument("--fail-on", choices=("never", "warning", "error"), default="never",
                    help="exit 1 if any tunnel had a finding of this severity or worse")
-    g.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
-                   help="record a handshake as timed out after S seconds (default 10)")
-    g.add_argument("--connect-head-timeout", type=float, default=HEAD_TIMEOUT_S, metavar="S",
-                   help="close a connection that has not sent its request head (CONNECT line "
-                        "and headers) within S seconds; counted, not recorded (default 30)")
-    g.add_argument("--no-probe", action="store_true",
-                   help="never probe upstreams: chains only where the relay sees them (TLS <= 1.2)")
-    g.add_argument("--no-fast-relay", action="store_true",
-                   help="relay every byte through mitmproxy's layers, even after the handshake "
-                        "is decided (slower; for comparison)")
-    g.add_argument("--intercept", action="store_true",
-                   help="terminate TLS with mitmproxy's CA (the client must trust it); the "
-                        "upstream gets exactly the client's SNI")
+    for o in OPTIONS:
+        if o.cli and o.name not in _CHAIN:
+            _table_option(g, o)
     g.add_argument("--confdir", metavar="DIR", default="~/.mitmproxy",
                    help="--intercept only: where mitmproxy keeps its CA (made private, 0700)")
     g.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
@@ -136,12 +128,12 @@ def _is_loopback(host: str) -> bool:
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    for name in ("duration", "handshake_timeout", "connect_head_timeout", "probe_timeout"):
-        value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be > 0 seconds")
-    if hasattr(args, "expiring_days") and args.expiring_days < 0:
-        parser.error("--expiring-days must be >= 0")
+    for o in OPTIONS:
+        value = getattr(args, o.name, None)
+        if o.cli and value is not None and (why := o.problem(value)) is not None:
+            parser.error(f"{o.flag} {why}")
+    if getattr(args, "duration", None) is not None and (why := seconds_problem(args.duration)):
+        parser.error(f"--duration {why}")
     if getattr(args, "upstream_proxy", None) and not args.upstream_proxy.startswith("http://"):
         parser.error("--upstream-proxy takes http://HOST:PORT")
     if not hasattr(args, "listen_host"):
@@ -160,104 +152,6 @@ def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None
         print(f"tunnel-inspector: warning: listening on {args.listen_host}: reachable from "
               "other machines" + ("" if args.proxy_auth else ", with no authentication"),
               file=sys.stderr)
-
-
-def private_dir(path: str) -> str:
-    """Create (or tighten) a directory only its owner can read: it holds a CA key."""
-    path = os.path.expanduser(path)
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        os.chmod(path, 0o700)
-    except OSError as e:
-        raise CliError(f"cannot make {path} private: {e.strerror}") from None
-    return path
-
-
-def mitm_options(args: argparse.Namespace) -> dict:
-    opts = {
-        "listen_host": args.listen_host,
-        "listen_port": args.listen_port,
-        "inspector_jsonl": args.jsonl,
-        "inspector_connect_to": args.connect_to,
-        "inspector_handshake_timeout": args.handshake_timeout,
-        "inspector_connect_head_timeout": args.connect_head_timeout,
-        "inspector_trust": args.trust or ["mozilla"],
-        "inspector_client": args.client,
-        "inspector_probe": not args.no_probe,
-        "inspector_probe_timeout": args.probe_timeout,
-        "inspector_expiring_days": args.expiring_days,
-        "inspector_intercept": args.intercept,
-        "inspector_fast_relay": not args.no_fast_relay,
-    }
-    if args.proxy_auth:
-        opts["proxyauth"] = args.proxy_auth
-    if args.upstream_proxy:
-        opts["mode"] = [f"upstream:{args.upstream_proxy}"]
-    if args.intercept:
-        opts["confdir"] = private_dir(args.confdir)
-    return opts
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM set an event instead of killing the process mid-write.
-
-    Installed before the listener is announced, so a signal sent right after the
-    "listening on" line still ends in an orderly shutdown.
-    """
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.event = asyncio.Event()
-
-    def __enter__(self) -> _StopSignals:
-        loop = asyncio.get_running_loop()
-        for sig in self.SIGNALS:
-            loop.add_signal_handler(sig, self.event.set)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in self.SIGNALS:
-            loop.remove_signal_handler(sig)
-
-    async def wait(self, duration: float | None, until: asyncio.Future | None = None) -> None:
-        waits = [asyncio.ensure_future(self.event.wait())] + ([until] if until else [])
-        await asyncio.wait(waits, timeout=duration, return_when=asyncio.FIRST_COMPLETED)
-        waits[0].cancel()
-
-
-async def run_headless(
-    args: argparse.Namespace,
-    options: dict | None = None,
-    until: Callable[[int], Awaitable[object]] | None = None,
-) -> int:
-    """The proxy with one line per tunnel on stdout.
-
-    options: extra mitmproxy options (the demo's lab trust); until: called with the
-    listening port once up, its end also ends the run (the demo's scripted clients).
-    """
-    from inspector.mitm.addon import TunnelInspector
-
-    addon = TunnelInspector()
-    with RunReport(args.export_flagged, args.fail_on) as report:
-        lines = LinePrinter(colour=sys.stdout.isatty())
-        addon.stream.subscribe(report)
-        addon.stream.subscribe(lines)
-        proxy = Proxy([addon], {**mitm_options(args), **(options or {})}, intercept=args.intercept)
-        with _StopSignals() as stop:
-            try:
-                host, port = await proxy.start()
-            except ProxyStartError as e:
-                raise CliError(str(e)) from None
-            print(f"listening on {host_port(host, port)}", flush=True)
-            job = asyncio.ensure_future(until(port)) if until else None
-            await stop.wait(args.duration, job)
-            if job is not None and not job.done():
-                job.cancel()
-            await proxy.stop()
-        lines.close()
-        return report.finish(addon.jsonl, addon.unrecorded)
 
 
 def _setup_logging() -> None:
@@ -282,7 +176,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_open(args)
     if args.headless:
+        from inspector.run.headless import run_headless
+
         return asyncio.run(run_headless(args))
+    from inspector.run.headless import mitm_options
     from inspector.run.live import run_live
 
     return run_live(args, mitm_options(args))
@@ -296,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging()  # the UI routes logs to its own panel instead
     try:
         return _dispatch(args)
-    except (CliError, ExportTargetError) as e:
+    except (RunError, ExportTargetError) as e:
         print(f"tunnel-inspector: {e}", file=sys.stderr)
         return EXIT_USAGE
 

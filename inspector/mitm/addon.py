@@ -16,7 +16,6 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Sequence
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import layer
@@ -41,7 +40,8 @@ from inspector.observe.bad_request import (OPENING_BYTES, bad_request_detail, ba
                                    unparsed_target)
 from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
-from inspector.observe.connect_to import ConnectTo, ConnectToError
+from inspector.observe.connect_to import ConnectTo
+from inspector.options import BY_MITM_NAME, OPTIONS
 from inspector.records.escape import safe
 from inspector.mitm.relay import TunnelRelay
 from inspector.observe.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
@@ -108,59 +108,8 @@ class TunnelInspector:
     # --- options -------------------------------------------------------------------
 
     def load(self, loader) -> None:
-        loader.add_option(
-            "inspector_jsonl", str | None, None,
-            "Append one JSON record per tunnel to this file (JSON Lines).",
-        )
-        loader.add_option(
-            "inspector_connect_to", Sequence[str], [],
-            "HOST:PORT:HOST2:PORT2: tunnels to HOST:PORT go to HOST2:PORT2 (curl's "
-            "--connect-to); the SNI is untouched.",
-        )
-        loader.add_option(
-            "inspector_handshake_timeout", float, 10.0,
-            "Seconds a tunnel may take to finish its TLS handshake before it is "
-            "recorded as a timeout.",
-        )
-        loader.add_option(
-            "inspector_trust", Sequence[str], ["mozilla"],
-            "What a normal client trusts: a PEM bundle path, 'mozilla' (certifi) or "
-            "'system' (the OS bundle). Repeatable; the chain is untrusted when none validates it.",
-        )
-        loader.add_option(
-            "inspector_client", Sequence[str], [],
-            "NAME=PEM: a client's own root store (e.g. an old device) judged separately.",
-        )
-        loader.add_option(
-            "inspector_probe", bool, True,
-            "Fetch chains the relay cannot see (TLS 1.3) with a probe handshake.",
-        )
-        loader.add_option(
-            "inspector_probe_timeout", float, 5.0, "Seconds a probe handshake may take.",
-        )
-        loader.add_option(
-            "inspector_expiring_days", int, 30,
-            "Warn when a certificate expires within this many days.",
-        )
-        loader.add_option(
-            "inspector_intercept", bool, False,
-            "Terminate TLS (the client must trust mitmproxy's CA) instead of passing it "
-            "through; the upstream gets exactly the client's SNI, none if none.",
-        )
-        loader.add_option(
-            "inspector_fast_relay", bool, True,
-            "Once a tunnel's handshake is decided, relay its sockets directly instead of "
-            "through mitmproxy's layers (same bytes, same half-closes; faster).",
-        )
-        loader.add_option(
-            "inspector_log_lines", bool, False,
-            "Log one line per tunnel through mitmproxy's log (for mitmdump -s).",
-        )
-        loader.add_option(
-            "inspector_connect_head_timeout", float, limits.HEAD_TIMEOUT_S,
-            "Seconds a client has, from connecting, to send its request head (the CONNECT "
-            "line and headers); otherwise it is closed, without a record, and counted.",
-        )
+        for o in OPTIONS:  # declared once, in inspector/options.py, for the CLI too
+            loader.add_option(o.mitm_name, o.type, o.default, o.help)
         _prepare_process()
 
     def running(self) -> None:
@@ -168,17 +117,11 @@ class TunnelInspector:
         _prepare_process()  # a no-op if load() already ran inside the event loop
 
     def configure(self, updated) -> None:
+        for name in sorted(updated & BY_MITM_NAME.keys()):
+            if (why := BY_MITM_NAME[name].problem(getattr(ctx.options, name))) is not None:
+                raise exceptions.OptionsError(f"{name} {why}")
         if "inspector_connect_to" in updated:
-            try:
-                self._connect_to = ConnectTo(ctx.options.inspector_connect_to)
-            except ConnectToError as e:
-                raise exceptions.OptionsError(str(e)) from None
-        if "inspector_handshake_timeout" in updated:
-            if not ctx.options.inspector_handshake_timeout > 0:
-                raise exceptions.OptionsError("inspector_handshake_timeout must be > 0 seconds")
-        if "inspector_connect_head_timeout" in updated:
-            if not ctx.options.inspector_connect_head_timeout > 0:
-                raise exceptions.OptionsError("inspector_connect_head_timeout must be > 0 seconds")
+            self._connect_to = ConnectTo(ctx.options.inspector_connect_to)
         if "inspector_jsonl" in updated:
             if self._jsonl is not None:
                 self.stream.unsubscribe(self._jsonl)
@@ -608,15 +551,11 @@ def _der(cert) -> bytes:
 
 def _build_judge() -> ChainJudge:
     o = ctx.options
-    if o.inspector_probe_timeout <= 0:
-        raise exceptions.OptionsError("inspector_probe_timeout must be > 0 seconds")
     try:
         trust = [load_profile(spec) for spec in o.inspector_trust]
         clients = [load_client_profile(spec) for spec in o.inspector_client]
     except TrustError as e:
         raise exceptions.OptionsError(str(e)) from None
-    if not trust:
-        raise exceptions.OptionsError("inspector_trust needs at least one trust store")
     return ChainJudge(
         trust,
         clients,

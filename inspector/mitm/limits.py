@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import resource
 
-HEAD_TIMEOUT_S = 30.0  # seconds from accept to the blank line ending the first request head
 HEAD_MAX_BYTES = 64 * 1024  # a head that has not ended by then is no request
 
 # Counted, never recorded: the key (as stats() and the UI header show it) and its meaning.

@@ -143,7 +143,7 @@ class DemoFeed:
 
 
 async def run_demo_headless(args: argparse.Namespace, demo: DemoLab) -> int:
-    from inspector.cli import run_headless
+    from inspector.run.headless import run_headless
 
     return await run_headless(args, demo.proxy_options(),
                               until=lambda port: run_clients(port, demo.clients))
@@ -154,7 +154,7 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             return asyncio.run(run_demo_headless(args, demo))
-        from inspector.cli import mitm_options
+        from inspector.run.headless import mitm_options
         from inspector.run.live import run_live
 
         return run_live(args, {**mitm_options(args), **demo.proxy_options()},

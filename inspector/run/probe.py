@@ -41,9 +41,9 @@ def parse_target(text: str) -> tuple[str, int]:
 async def run_probe(args: argparse.Namespace) -> int:
     try:
         host, port = parse_target(args.target)
-        target = ConnectTo(args.connect_to).target(host, port) or (host, port)
+        target = ConnectTo(args.connect_to or []).target(host, port) or (host, port)
         trust = [load_profile(spec) for spec in (args.trust or ["mozilla"])]
-        clients = [load_client_profile(spec) for spec in args.client]
+        clients = [load_client_profile(spec) for spec in args.client or []]
         upstream = upstream_proxy_address([f"upstream:{args.upstream_proxy}"]) \
             if args.upstream_proxy else None
     except (ValueError, ConnectToError, TrustError) as e:

@@ -16,6 +16,10 @@ from inspector.records.stream import JsonlSink, Summary
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_NOT_WRITTEN = 0, 1, 2, 3
 
 
+class RunError(Exception):
+    """A run could not start: one sentence for stderr, and exit 2."""
+
+
 class RunReport:
     """A record sink that keeps what the end of the run needs, and prints it.
 
