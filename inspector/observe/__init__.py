@@ -1,0 +1,1 @@
+"""bytes -> what happened (pure): what a ClientHello says about the client that sent it."""
