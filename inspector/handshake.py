@@ -334,13 +334,11 @@ class HandshakeTracker:
         alert_max = tls13_record_bounds(self.server_hello.cipher_suite)[0] if self._tls13() else -1
         if record.type == wire.APPLICATION_DATA and len(record.payload) > alert_max:
             self._settle(None)
-        else:
-            self._client_after = "alert"
+        else:  # its close_notify: whoever's EOF the relay sees first, the client is leaving
+            self._settle(CLOSED_AFTER_HANDSHAKE)
 
     def _settle(self, note: str | None) -> None:
         self._watching = False
-        if self._client_after == "alert" and note is None and self.first_close != "server":
-            note = CLOSED_AFTER_HANDSHAKE
         self.detail = note
         self._client = self._server = _Side()
 
