@@ -52,3 +52,11 @@ def test_every_stack_is_covered_by_a_recording():
 def test_a_bare_hello_is_unknown():
     ch = wire.ClientHello(0x0303, None, False, cipher_suites=(0x002F,), extensions=())
     assert identify(ch).name is None and identify(ch).evidence == ()
+
+
+def test_a_tie_between_two_stacks_names_neither():
+    """Two features of JSSE (status_request_v2, signature_algorithms_cert) and two of
+    OTP (the SCSV first, signature_algorithms first): no guess beats the other."""
+    ch = wire.ClientHello(0x0303, None, False, cipher_suites=(0x00FF, 0x002F),
+                          extensions=(13, 17, 50))
+    assert identify(ch).name is None
