@@ -698,3 +698,36 @@ def test_log_records_go_to_the_panel_and_file_never_the_terminal(tmp_path, capfd
         assert "mitm says" not in err and "chatter" not in err
     finally:
         root.removeHandler(stderr_handler)
+
+
+# --- the client's stack -----------------------------------------------------------------
+
+def test_stack_column_detail_and_search(tmp_path, real):
+    """The stack is a column a narrow terminal leaves out first, a line of the detail
+    pane, and something `/` finds."""
+    java = json.loads(json.dumps(real["ok"]))
+    java["id"] = "java-tunnel"
+    java["client_hello"] |= {"stack": "java", "ja4": "t13d371200_db35923f8641_7c76daad20ec"}
+    path = write_jsonl(tmp_path / "stacks.jsonl", [real["ok"], java])
+
+    async def run():
+        app = app_for(path, tmp_path)
+        async with app.run_test(size=(160, 40)) as pilot:
+            await loaded(pilot, app, 2)
+            lines = screen_text(app).splitlines()
+            header = next(line for line in lines if "CONNECT host" in line)
+            assert "stack" in header and "client" in header
+            assert any("openssl" in line for line in lines) and any(" java " in line for line in lines)
+            await pilot.press("slash", *"java")
+            await pilot.pause(0.3)  # the debounce
+            assert rows_shown(app) == ["java-tunnel"]
+            await pilot.press("enter", "enter")
+            await pilot.pause(0.2)
+            assert "client stack java   JA4 t13d371200_db35923f8641_7c76daad20ec" in screen_text(app)
+        async with app_for(path, tmp_path).run_test(size=(100, 30)) as pilot:
+            app = pilot.app
+            await loaded(pilot, app, 2)
+            header = next(line for line in screen_text(app).splitlines() if "CONNECT host" in line)
+            assert "stack" not in header and "client" in header  # the stack goes first
+
+    asyncio.run(run())

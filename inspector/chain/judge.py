@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from inspector.observe import handshake
 from inspector.findings.codes import Finding, finding
 from inspector.records.record import Tunnel
-from inspector.observe.sni import decode_sni, ip_literal, normalise_host
+from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host
 from inspector.chain.cache import SharedCache
 from inspector.chain.probe import ProbeResult, probe
 from inspector.chain.trust import TrustProfile
@@ -82,6 +82,8 @@ class ChainJudge:
         """
         ch = t.client_hello
         sni = decode_sni(ch.sni_raw) if ch and ch.sni_raw is not None else None
+        if ch is not None and ech_mode(t.connect_host, ch) == ECH_OUTER:
+            sni = t.connect_host  # ECH: the SNI is a public name; the real one is the CONNECT host
         chain, source = (known, source) if known else (t.observed_chain, "observed")
         findings: list[Finding] = []
         primary: ProbeResult | None = None

@@ -21,6 +21,7 @@ CODES = {
     "sni-mismatch": ERROR,
     "sni-invalid": ERROR,
     "connect-ip": INFO,
+    "ech": INFO,
     "not-tls": WARNING,
     "server-alert": ERROR,
     "client-rejected-certificate": ERROR,

@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
-from inspector.findings.codes import Finding
-from inspector.observe.handshake import outcome_findings
+from collections.abc import Sequence
+
+from inspector.findings.codes import Finding, finding
+from inspector.observe.handshake import CLIENT_LEFT_SILENTLY, outcome_findings
+from inspector.observe import advice
+from inspector.observe.stacks import identify
 from inspector.records.record import Tunnel
-from inspector.observe.sni import sni_findings
+from inspector.observe.sni import ech_mode, sni_findings
+
+# Chain findings that explain why a client would refuse the server's certificate.
+_REFUSAL_REASONS = ("hostname-mismatch", "untrusted", "incomplete-chain", "expired",
+                    "not-yet-valid", "self-signed")
+# How a client that refuses a certificate without an alert leaves (Node in TLS 1.3).
+_SILENT_REFUSALS = (CLIENT_LEFT_SILENTLY,
+                    "the client closed after the server's certificate, without an alert")
 
 
-def tunnel_findings(t: Tunnel, rejected_proxy: bool = False) -> list[Finding]:
-    """SNI and handshake findings; rejected_proxy: see handshake.outcome_findings."""
+def tunnel_findings(t: Tunnel, rejected_proxy: bool = False,
+                    chain_findings: Sequence[Finding] = ()) -> list[Finding]:
+    """SNI, handshake and chain findings; rejected_proxy: see handshake.outcome_findings."""
+    ch = t.client_hello
+    stack = identify(ch).name if ch is not None else None
     out: list[Finding] = []
-    if t.client_hello is not None:
-        out += sni_findings(t.connect_host, t.client_hello.sni_raw, t.client_hello.sni_present)
-    out += outcome_findings(
-        t.outcome or "closed", t.alert, t.detail, t.client_hello is not None, rejected_proxy
+    if ch is not None:
+        out += sni_findings(t.connect_host, ch.sni_raw, ch.sni_present,
+                            ech=ech_mode(t.connect_host, ch),
+                            missing_hint=advice.SNI_MISSING.get(stack))
+    outcome = outcome_findings(
+        t.outcome or "closed", t.alert, t.detail, ch is not None, rejected_proxy,
+        offer=ch, chosen=t.server_hello, stack=stack, client_certificate=t.client_certificate,
     )
-    return out
+    reasons = [f.code for f in chain_findings if f.code in _REFUSAL_REASONS]
+    if reasons and t.detail in _SILENT_REFUSALS:
+        # The client left without a word after the server's certificate, and the chain
+        # verdict says why: that is a refused certificate, not an aborted handshake.
+        outcome = [finding(
+            "client-rejected-certificate",
+            f"the client closed without an alert right after the server's certificate; the "
+            f"chain verdict explains it: {', '.join(reasons)}",
+            "Some clients (Node in TLS 1.3) check the certificate after their TLS library's "
+            "handshake and just close: see the chain findings.",
+        ) if f.code == "handshake-aborted" else f for f in outcome]
+    return out + outcome + list(chain_findings)

@@ -267,7 +267,8 @@ class TunnelInspector:
             return
         live.layer = TunnelRelay(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
-            live.tracker.side_closed, lambda: self._closed(cid), ctx.options.inspector_fast_relay,
+            lambda from_client: self._side_closed(cid, from_client), lambda: self._closed(cid),
+            ctx.options.inspector_fast_relay,
         )
         nextlayer.layer = live.layer
 
@@ -344,7 +345,16 @@ class TunnelInspector:
     def _observed(self, cid: str, from_client: bool, data: bytes) -> None:
         live = self._live.get(cid)
         if live is not None and live.tracker.feed(from_client, data):
-            self._finish(cid)
+            live.tunnel.decided = live.tunnel.decided or time.time()  # not when the watch ends
+            if live.tracker.settled:
+                self._finish(cid)
+
+    def _side_closed(self, cid: str, from_client: bool) -> None:
+        live = self._live.get(cid)
+        if live is not None:
+            live.tracker.side_closed(from_client)
+            if live.tracker.settled:
+                self._finish(cid)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._head_done(client.id)
@@ -403,7 +413,8 @@ class TunnelInspector:
         t.alert = tr.alert
         t.detail = tr.detail
         t.observed_chain = tr.certificates
-        t.decided = time.time()
+        t.server_hello, t.client_certificate = tr.server_hello, tr.client_certificate()
+        t.decided = t.decided or time.time()
         if self.judge is not None and self.judge.wants_chain(t):
             # The verdict may need a probe: judge off the relay's path, publish when known.
             task = asyncio.create_task(self._judge_and_publish(live))
@@ -428,7 +439,7 @@ class TunnelInspector:
 
     def _publish(self, live: _Live, chain: dict | None, chain_findings: list) -> None:
         t = live.tunnel
-        findings = tunnel_findings(t, live.client_rejected_proxy) + chain_findings
+        findings = tunnel_findings(t, live.client_rejected_proxy, chain_findings)
         self.stream.publish(t.to_record(findings, chain))
 
     def _publish_unparsed(self, client: connection.Client, opening: bytes,

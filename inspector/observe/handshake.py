@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from inspector.observe import wire
 from inspector.findings.codes import Finding, finding
+from inspector.observe import advice
+from inspector.observe.names import cipher_suite_names, group_names
+from inspector.observe.stacks import ERLANG, JAVA
 
 ESTABLISHED = "established"
 SERVER_ALERT = "server-alert"
@@ -28,10 +31,31 @@ OUTCOMES = (ESTABLISHED, SERVER_ALERT, CLIENT_ALERT, CLOSED, NOT_TLS, CONNECT_FA
 # Client alerts that mean "I do not accept your certificate".
 CERTIFICATE_REJECTIONS = {42, 43, 44, 45, 46, 48, 113, 114}
 
-# A TLS 1.3 encrypted alert is 2 bytes + content type + 16-byte AEAD tag = 19. The
-# shortest encrypted handshake record is EndOfEarlyData at 21 (an empty client
-# Certificate is 25, a Finished at least 53): nothing but an alert fits in 20.
-ENCRYPTED_ALERT_MAX = 20
+# TLS 1.3 cipher suites: (hash length, AEAD tag length). An encrypted record is its
+# content + 1 byte of content type + the tag + any padding (JSSE pads every record
+# with 16 zero bytes). The ServerHello names the suite, so the sizes are known:
+# - a record of at most 4 + tag bytes (20) holds less than a handshake message header
+#   and its type byte: nothing but an alert fits (2 bytes + type + tag = 19);
+# - a Finished record is at least 4 + hash + 1 + tag bytes (53 for SHA-256 suites, 69
+#   for SHA-384): a shorter record is an alert padded (JSSE: 35), 0-RTT's
+#   EndOfEarlyData (21) or an empty client Certificate (25); what follows tells.
+TLS13_SUITES = {0x1301: (32, 16), 0x1302: (48, 16), 0x1303: (32, 16), 0x1304: (32, 16),
+                0x1305: (32, 8)}
+
+
+def tls13_record_bounds(suite: int | None) -> tuple[int, int]:
+    """(largest record that can only be an alert, smallest Finished record) for a suite;
+    an unknown suite is taken as the common SHA-256 / 16-byte tag kind."""
+    hash_len, tag = TLS13_SUITES.get(suite, (32, 16))
+    return 4 + tag, 4 + hash_len + 1 + tag
+
+
+# The outcome note of a client that completed the handshake and left without a byte of
+# data: curl and Node check the host name after the handshake, OkHttp its pins.
+CLOSED_AFTER_HANDSHAKE = (
+    "closed right after the handshake: the client sent no data, so a check after the "
+    "handshake (e.g. host name or pinning) may have failed, or it only opened the connection"
+)
 
 WARNING_LEVEL = 1
 
@@ -74,9 +98,20 @@ class HandshakeTracker:
         self.alert: AlertSeen | None = None
         self.warning: AlertSeen | None = None  # a warning alert the handshake went on past
         self.certificate_requested = False  # a CertificateRequest in clear (TLS <= 1.2)
+        # TLS <= 1.2: the client's Certificate message after a CertificateRequest: True
+        # with a certificate, False empty ("I have none"); None when not seen.
+        self.client_certificate_sent: bool | None = None
         # TLS 1.3: the client answered the server's flight with its own (not an alert);
         # established once the server answers that without an alert.
         self.client_answered = False
+        # TLS 1.3: the client's records since the server's flight that are too short for
+        # a Finished: its last word if it closes now (an alert), or not if a Finished follows.
+        self._client_short: int | None = None
+        # TLS 1.3: what the client sent after its Finished: "data", or "alert" (close_notify)
+        self._client_after: str | None = None
+        # Established, and still reading the client's next record or its close: did it
+        # send data, or leave right after the handshake (CLOSED_AFTER_HANDSHAKE)?
+        self._watching = False
         self.first_close: str | None = None  # "client" | "server": who closed first
         self.outcome: str | None = None
         self.detail: str | None = None  # a sentence on how it ended, for the record
@@ -87,14 +122,26 @@ class HandshakeTracker:
         return self.outcome is not None
 
     @property
+    def settled(self) -> bool:
+        """Decided, and nothing more to read: the record can be written."""
+        return self.outcome is not None and not self._watching
+
+    def client_certificate(self) -> dict | None:
+        """TLS <= 1.2 mutual TLS as seen in clear: asked for, and the client's answer."""
+        if not self.certificate_requested:
+            return None
+        return {"requested": True, "sent": self.client_certificate_sent}
+
+    @property
     def version(self) -> str | None:
         if self.server_hello is None or self.server_hello.retry:
             return None
         return wire.version_name(self.server_hello.version)
 
     def feed(self, from_client: bool, data: bytes) -> bool:
-        """Take one relayed chunk; True once the outcome is known."""
-        if self.outcome is not None:
+        """Take one relayed chunk; True once the outcome is known (`settled` says when
+        the note on what followed the handshake is known too)."""
+        if self.settled:
             return True
         side = self._client if from_client else self._server
         if side.bytes == 0 and not wire.looks_like_tls(data[:3], from_client):
@@ -104,16 +151,23 @@ class HandshakeTracker:
         side.bytes += len(data)
         try:
             for record in side.records.feed(data):
-                self._record(from_client, side, record)
-                if self.outcome is not None:
+                if self._watching:
+                    self._watch(from_client, record)
+                else:
+                    self._record(from_client, side, record)
+                if self.settled:
                     return True
         except wire.WireError as e:
-            if from_client and self.client_hello is None:
+            if self._watching:  # not TLS records after a good handshake: not ours to judge
+                self._settle(None)
+            elif from_client and self.client_hello is None:
                 self.client_hello_error = str(e)
                 self._decide(NOT_TLS, f"malformed ClientHello: {e}")
             else:
                 who = "client" if from_client else "server"
                 self._decide(CLOSED, f"the {who} sent malformed TLS: {e}")
+            return True
+        if self._watching:
             return True
         if self._client.bytes + self._server.bytes > UNDECIDED_BYTES_LIMIT:
             self._decide(CLOSED, "more than 17 MiB relayed without a recognisable handshake end")
@@ -128,14 +182,24 @@ class HandshakeTracker:
         """
         if self.first_close is None:
             self.first_close = "client" if from_client else "server"
+        if self._watching:
+            self._settle(CLOSED_AFTER_HANDSHAKE if from_client else None)
+            return
         side = self._client if from_client else self._server
         if not self.decided and not (side.ccs and self._tls12()) and not self.client_answered:
             self.closed()
 
     def closed(self) -> None:
         """The tunnel closed, both ways."""
+        if self._watching:
+            self._settle(CLOSED_AFTER_HANDSHAKE if self.first_close == "client" else None)
+            return
         if self.outcome is not None:
             return
+        if self.alert is None and self._client_short is not None and not self.client_answered:
+            # The client's last record was too short for a Finished, and nothing followed:
+            # an encrypted alert, padded (JSSE pads every TLS 1.3 record with 16 bytes).
+            self.alert = AlertSeen("client", None)
         if self.alert is None and self.warning is not None:
             self.alert = self.warning  # the last word before the close
         if self.alert is not None:
@@ -147,7 +211,8 @@ class HandshakeTracker:
                 self._decide(CLOSED, "the server closed after the client's part of the TLS 1.3 "
                                      "handshake, without a word: it refused it")
             else:  # the server had nothing to object to before the client went
-                self._decide(ESTABLISHED, None)
+                self._decide(ESTABLISHED, None if self._client_after == "data"
+                             else CLOSED_AFTER_HANDSHAKE)
         elif self._client.bytes == 0:
             self._decide(CLOSED, "the tunnel closed before the client sent anything")
         elif self.client_hello is None:
@@ -159,11 +224,20 @@ class HandshakeTracker:
                 self._decide(CLOSED, f"{by} closed after the ClientHello without an alert")
         elif self.certificates is not None:
             self._decide(CLOSED, f"{by} closed after the server's certificate, without an alert")
+        elif self._tls13() and self.first_close == "client":
+            self._decide(CLOSED, CLIENT_LEFT_SILENTLY)
         else:
             self._decide(CLOSED, f"{by} closed after the ServerHello, before the handshake finished")
 
     def timed_out(self, seconds: float) -> None:
+        if self._watching:  # an idle client after a good handshake
+            self._settle(None)
+            return
         if self.outcome is not None:
+            return
+        if self.alert is None and self._client_short is not None and not self.client_answered:
+            self.alert = AlertSeen("client", None)  # a padded alert, and the client went quiet
+            self._decide_alert()
             return
         if self.client_answered:  # a quiet server that has not objected either
             self._decide(ESTABLISHED, None)
@@ -204,31 +278,69 @@ class HandshakeTracker:
         elif record.type == wire.CHANGE_CIPHER_SPEC:
             side.ccs = True
             if self._tls12() and self._client.ccs and self._server.ccs:
-                self._decide(ESTABLISHED, None)
+                self._established()
         elif self._tls13():  # encrypted application data records, after the ServerHello
             self._tls13_encrypted(from_client, len(record.payload))
 
     def _tls13_encrypted(self, from_client: bool, size: int) -> None:
         """TLS 1.3 hides the rest of the handshake; record sizes and order still tell.
 
-        The client's first record after the server's flight is an alert (it rejected
-        the server's certificate) or the start of its own flight (0-RTT's end, its
-        certificate, its Finished). The server's next record answers that flight: an
-        alert refuses the client's certificate, anything else (tickets, data) accepts.
+        The client's first records after the server's flight are an alert (it rejected
+        the server's certificate) or its own flight (0-RTT's end, its certificate, its
+        Finished): sizes from the cipher suite tell a Finished, and a record too short
+        for one is an alert if nothing follows it. The server's next record answers the
+        client's flight: an alert refuses the client's certificate, anything else accepts.
         """
-        alert = size <= ENCRYPTED_ALERT_MAX
+        alert_max, finished_min = tls13_record_bounds(self.server_hello.cipher_suite)
         if from_client and not self.client_answered:
-            if alert:
+            if size <= alert_max:
                 self.alert = AlertSeen("client", None)
                 self._decide_alert()
-            else:
+            elif size >= finished_min:
                 self.client_answered = True
-        elif not from_client and self.client_answered:
-            if alert:
+            else:
+                self._client_short = size
+        elif from_client:
+            if self._client_after is None:
+                self._client_after = "alert" if size <= alert_max else "data"
+        elif self.client_answered:
+            if size <= alert_max:
                 self.alert = AlertSeen("server", None, client_certificate=True)
                 self._decide_alert()
             else:
-                self._decide(ESTABLISHED, None)
+                self._established()
+
+    def _established(self) -> None:
+        """The handshake is done; the record waits for the client's first data or close,
+        unless what it sent after its Finished already tells."""
+        if self._client_after == "data":
+            self._decide(ESTABLISHED, None)
+        elif self._client_after == "alert":
+            self._decide(ESTABLISHED, CLOSED_AFTER_HANDSHAKE)
+        else:
+            self._decide(ESTABLISHED, None)
+            self._watching = True
+
+    def _watch(self, from_client: bool, record: wire.Record) -> None:
+        """After the handshake: the client's first data settles it; an alert first (its
+        close_notify) means it is leaving without any. A TLS <= 1.2 server's data
+        settles it too (a protocol where the server speaks first)."""
+        if record.type not in (wire.APPLICATION_DATA, wire.ALERT):
+            return  # a TLS 1.2 Finished that follows the other side's (resumption)
+        if not from_client:
+            if self._tls12() and record.type == wire.APPLICATION_DATA:
+                self._settle(None)
+            return
+        alert_max = tls13_record_bounds(self.server_hello.cipher_suite)[0] if self._tls13() else -1
+        if record.type == wire.APPLICATION_DATA and len(record.payload) > alert_max:
+            self._settle(None)
+        else:  # its close_notify: whoever's EOF the relay sees first, the client is leaving
+            self._settle(CLOSED_AFTER_HANDSHAKE)
+
+    def _settle(self, note: str | None) -> None:
+        self._watching = False
+        self.detail = note
+        self._client = self._server = _Side()
 
     def _handshake_message(self, from_client: bool, msg_type: int, body: bytes | None) -> None:
         if from_client and self.client_hello is None and msg_type != wire.CLIENT_HELLO:
@@ -251,6 +363,8 @@ class HandshakeTracker:
             self.certificates = wire.parse_certificate_list(body)
         elif not from_client and msg_type == wire.CERTIFICATE_REQUEST:
             self.certificate_requested = True
+        elif from_client and msg_type == wire.CERTIFICATE and self._tls12():
+            self.client_certificate_sent = bool(wire.parse_certificate_list(body))
 
     def _tls13(self) -> bool:
         sh = self.server_hello
@@ -270,14 +384,23 @@ class HandshakeTracker:
 
     def end(self, outcome: str, detail: str | None) -> None:
         """Decide from outside the bytes (connect failure, proxy shutdown)."""
-        if self.outcome is None:
+        if self._watching:
+            self._settle(None)
+        elif self.outcome is None:
             self._decide(outcome, detail)
 
     def _decide(self, outcome: str, detail: str | None) -> None:
         self.outcome = outcome
         self.detail = detail
-        # Nothing more will be read: let the buffers go.
-        self._client = self._server = _Side()
+        if outcome != ESTABLISHED:
+            # Nothing more will be read: let the buffers go (_established may still watch).
+            self._client = self._server = _Side()
+
+
+CLIENT_LEFT_SILENTLY = (
+    "the client closed after the server's TLS 1.3 flight without answering it (no "
+    "Finished, no alert): it refused something the server sent, most likely the certificate"
+)
 
 
 def connect_error_text(error: str | None) -> str:
@@ -312,11 +435,18 @@ def outcome_findings(
     detail: str | None,
     client_hello_seen: bool,
     rejected_proxy: bool = False,
+    *,
+    offer: wire.ClientHello | None = None,
+    chosen: wire.ServerHello | None = None,
+    stack: str | None = None,
+    client_certificate: dict | None = None,
 ) -> list[Finding]:
     """The findings a handshake outcome leads to (none for a clean `established`).
 
     rejected_proxy: intercept mode, where a client's refusal is of the proxy's own
-    certificate, not the server's.
+    certificate, not the server's. offer, chosen: the client's and server's hellos, to
+    explain a failed negotiation; stack: the client's TLS library (observe/stacks.py),
+    for its own hints; client_certificate: TLS <= 1.2 mutual TLS as seen in clear.
     """
     if outcome == ESTABLISHED:
         return []
@@ -374,30 +504,35 @@ def outcome_findings(
                        "after the client's certificate and Finished: it requires a client "
                        "certificate, or refused the one sent")
         else:
+            sent = (client_certificate or {}).get("sent")
+            answer = {True: "; the client sent one", False: "; the client sent none"}.get(sent, "")
             message = (f"the server asked for a client certificate, then refused the "
-                       f"handshake: {_alert_text(alert)}")
+                       f"handshake: {_alert_text(alert)}{answer}")
         return [finding("server-alert", message, _CLIENT_CERTIFICATE_HINT)]
     if outcome == SERVER_ALERT and alert is not None:
-        return [finding("server-alert", f"the server refused the handshake: {_alert_text(alert)}",
-                        _SERVER_ALERT_HINTS.get(alert.code, _SERVER_ALERT_DEFAULT))]
+        return [_server_alert(alert, offer, chosen)]
     if outcome == CLIENT_ALERT and alert is not None:
+        stack_hint = advice.CERTIFICATE_REJECTED.get(stack)
         if alert.code is None:
+            padded = " (JSSE pads it to 35 bytes)" if stack == JAVA else ""
             return [
                 finding(
                     "client-rejected-certificate",
-                    "the client aborted the TLS 1.3 handshake with an encrypted alert right "
-                    "after the server's certificate: most likely it rejected the certificate",
-                    "Compare the served chain with what the client trusts (its CA bundle or "
-                    "pinned keys); see the chain verdict.",
+                    "the client aborted the TLS 1.3 handshake with an encrypted alert"
+                    f"{padded} right after the server's certificate: most likely it rejected "
+                    "the certificate",
+                    stack_hint or "Compare the served chain with what the client trusts (its "
+                    "CA bundle or pinned keys); see the chain verdict.",
                 )
             ]
-        if alert.code in CERTIFICATE_REJECTIONS:
+        if alert.code in CERTIFICATE_REJECTIONS or (stack == ERLANG and alert.code == 40
+                                                    and chosen is not None):
             return [
                 finding(
                     "client-rejected-certificate",
                     f"the client rejected the server's certificate: {_alert_text(alert)}",
-                    "Compare the served chain with what the client trusts (its CA bundle, an "
-                    "old device's root store, pinned keys); see the chain verdict.",
+                    stack_hint or "Compare the served chain with what the client trusts (its "
+                    "CA bundle, an old device's root store, pinned keys); see the chain verdict.",
                 )
             ]
         return [
@@ -444,6 +579,47 @@ def outcome_findings(
             "version or cipher): try openssl s_client with and without -servername.",
         )
     ]
+
+
+def _server_alert(alert: AlertSeen, offer: wire.ClientHello | None,
+                  chosen: wire.ServerHello | None) -> Finding:
+    """A server's refusal, with what the client offered where that is the likely cause."""
+    message = f"the server refused the handshake: {_alert_text(alert)}"
+    hint = _SERVER_ALERT_HINTS.get(alert.code, _SERVER_ALERT_DEFAULT)
+    if offer is None:
+        return finding("server-alert", message, hint)
+    versions = ", ".join(wire.version_name(v) for v in offer.offered_versions)
+    if alert.code == 70:
+        top = max(offer.offered_versions)
+        likely = ("a newer version than the client's newest" if top < 0x0304
+                  else "an older version than the client's oldest")
+        message += f"; no TLS version in common: the client offers {versions}"
+        hint = (f"The client offers {versions}; the server supports none of them, most likely "
+                f"{likely}: widen the client's versions (or the server's).")
+    elif alert.code == 40 and chosen is None:
+        suites, groups = cipher_suite_names(offer.cipher_suites), group_names(offer.supported_groups)
+        message += (f" before choosing anything: no cipher suite or group in common (the client "
+                    f"offers {len(suites)} suites, groups {', '.join(groups) or 'none'})")
+        if offer.sni_raw is None:
+            message += "; the client also sent no SNI"
+        hint = ("Compare the client's cipher suites and groups (detail pane) with the server's "
+                "configuration (e.g. a server that requires ECDSA, CHACHA20 or post-quantum "
+                "groups, or a client limited to old suites)" + ("; and send SNI." if
+                offer.sni_raw is None else "."))
+    elif alert.code == 71:
+        message += f"; the server wants stronger parameters than the client offers ({versions})"
+        hint = ("The server requires stronger cipher suites or versions than the client offers "
+                "(e.g. only TLS 1.3, or only AEAD suites): compare the offer in the detail pane "
+                "with the server's minimum.")
+    elif alert.code == 120:
+        offered = ", ".join(offer.alpn) or "nothing"
+        message += f"; no application protocol in common: the client offers ALPN {offered}"
+        hint = (f"ALPN mismatch: the client offers {offered}, the server supports none of them "
+                "(e.g. a gRPC client that needs h2 against a server with HTTP/1.1 only): align them.")
+    elif alert.code == 116:
+        message += "; the server requires a client certificate and the client sent none"
+        hint = advice.CLIENT_CERTIFICATE_REQUIRED
+    return finding("server-alert", message, hint)
 
 
 def _alert_text(alert: AlertSeen) -> str:

@@ -10,6 +10,7 @@ import ipaddress
 import re
 
 from inspector.findings.codes import Finding, finding
+from inspector.observe.wire import ClientHello
 
 _LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)\Z")
 
@@ -49,8 +50,30 @@ def decode_sni(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-def sni_findings(connect_host: str, sni_raw: bytes | None, sni_present: bool) -> list[Finding]:
-    """What the ClientHello's server_name says next to the CONNECT target."""
+ECH_GREASE = "grease"
+ECH_OUTER = "outer"
+
+
+def ech_mode(connect_host: str, ch: ClientHello) -> str | None:
+    """Encrypted Client Hello: None without the extension; "grease" when the SNI is the
+    CONNECT host (Chromium sends the extension on every handshake to keep it usable);
+    "outer" when it names another host: the real name is encrypted and the SNI is the
+    provider's public name. The two look alike on the wire by design."""
+    if not ch.ech:
+        return None
+    if ch.sni_raw is None:
+        return ECH_GREASE
+    sni = normalise_host(decode_sni(ch.sni_raw)) if ch.sni_raw.isascii() else None
+    return ECH_GREASE if sni is not None and sni == normalise_host(connect_host) else ECH_OUTER
+
+
+def sni_findings(connect_host: str, sni_raw: bytes | None, sni_present: bool, *,
+                 ech: str | None = None, missing_hint: str | None = None) -> list[Finding]:
+    """What the ClientHello's server_name says next to the CONNECT target.
+
+    ech: `ech_mode`; with "outer" the SNI is the provider's public name by design.
+    missing_hint: what the client's own stack needs to send SNI (observe/advice.py).
+    """
     connect_ip = ip_literal(connect_host)
     out: list[Finding] = []
     if connect_ip is not None:
@@ -77,9 +100,9 @@ def sni_findings(connect_host: str, sni_raw: bytes | None, sni_present: bool) ->
                 finding(
                     "sni-missing",
                     f"CONNECT {connect_host} but the ClientHello has no SNI",
-                    "The client must send SNI: set the TLS server name to the CONNECT host "
-                    "(many clients drop it when they connect through a proxy, e.g. hackney "
-                    "needs ssl: [server_name_indication: host]).",
+                    missing_hint or "The client must send SNI: set the TLS server name to the "
+                    "CONNECT host (many clients drop it when they connect through a proxy, e.g. "
+                    "hackney needs ssl: [server_name_indication: host]).",
                 )
             )
         return out
@@ -103,6 +126,16 @@ def sni_findings(connect_host: str, sni_raw: bytes | None, sni_present: bool) ->
                 f"SNI carries an IP address ({sni_text}); RFC 6066 allows only host names",
                 "Make the client send no SNI when it connects by IP, or connect by name.",
                 severity="warning",
+            )
+        )
+        return out
+    if ech == ECH_OUTER:
+        out.append(
+            finding(
+                "ech",
+                f"Encrypted Client Hello: the real host name is encrypted; the SNI {sni_text} "
+                f"is the provider's public name (CONNECT {connect_host})",
+                f"Nothing to fix: the chain is judged against the CONNECT host {connect_host}.",
             )
         )
         return out

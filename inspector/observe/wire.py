@@ -24,8 +24,11 @@ CERTIFICATE_REQUEST = 13
 
 # Extensions.
 EXT_SERVER_NAME = 0
+EXT_SUPPORTED_GROUPS = 10
+EXT_SIGNATURE_ALGORITHMS = 13
 EXT_ALPN = 16
 EXT_SUPPORTED_VERSIONS = 43
+EXT_ECH = 0xFE0D  # encrypted_client_hello (RFC 9849): real ECH and its GREASE look alike
 
 RECORD_HEADER = 5
 MAX_RECORD_PAYLOAD = 16384 + 2048  # TLSCiphertext may exceed 2^14 by up to 2048
@@ -230,29 +233,51 @@ class ClientHello:
     sni_present: bool
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] = ()
+    # What identifies the client's TLS stack (JA4, observe/stacks.py), in the order
+    # sent, GREASE values included: the features are in which values and where.
+    cipher_suites: tuple[int, ...] = ()
+    extensions: tuple[int, ...] = ()
+    signature_algorithms: tuple[int, ...] = ()
+    supported_groups: tuple[int, ...] = ()
+    alpn_raw: tuple[bytes, ...] = ()  # ALPN as sent; `alpn` is its display text
+    session_id_length: int = 0
 
     @property
     def offered_versions(self) -> tuple[int, ...]:
         return self.versions or (self.legacy_version,)
+
+    @property
+    def ech(self) -> bool:
+        """The encrypted_client_hello extension is present (real ECH or its GREASE)."""
+        return EXT_ECH in self.extensions
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
     cur = _Cursor(body, "ClientHello")
     legacy_version = cur.uint(2)
     cur.take(32)  # random
-    cur.vector(1)  # session id
-    cur.vector(2)  # cipher suites
+    session_id = cur.vector(1)
+    suites = _uint16_list(cur.vector(2), "cipher suites")
     cur.vector(1)  # compression methods
     sni_raw: bytes | None = None
     sni_present = False
-    alpn: list[str] = []
+    alpn: list[bytes] = []
     versions: list[int] = []
+    sigalgs: list[int] = []
+    groups: list[int] = []
+    ext_types: list[int] = []
     for ext_type, data in _extensions(cur):
+        ext_types.append(ext_type)
         if ext_type == EXT_SERVER_NAME:
             sni_present = True
             sni_raw = _server_name(data)
         elif ext_type == EXT_ALPN:
-            alpn = _alpn(data)
+            alpn = _alpn_raw(data)
+        elif ext_type == EXT_SIGNATURE_ALGORITHMS:
+            sigalgs = _uint16_list(_Cursor(data, "signature_algorithms").vector(2),
+                                   "signature_algorithms")
+        elif ext_type == EXT_SUPPORTED_GROUPS:
+            groups = _uint16_list(_Cursor(data, "supported_groups").vector(2), "supported_groups")
         elif ext_type == EXT_SUPPORTED_VERSIONS:
             vcur = _Cursor(data, "supported_versions")
             vlist = _Cursor(vcur.vector(1), "supported_versions")
@@ -260,7 +285,19 @@ def parse_client_hello(body: bytes) -> ClientHello:
                 v = vlist.uint(2)
                 if not is_grease(v):
                     versions.append(v)
-    return ClientHello(legacy_version, sni_raw, sni_present, tuple(alpn), tuple(versions))
+    return ClientHello(
+        legacy_version, sni_raw, sni_present,
+        tuple(p.decode("ascii", "backslashreplace") for p in alpn), tuple(versions),
+        cipher_suites=tuple(suites), extensions=tuple(ext_types),
+        signature_algorithms=tuple(sigalgs), supported_groups=tuple(groups),
+        alpn_raw=tuple(alpn), session_id_length=len(session_id),
+    )
+
+
+def _uint16_list(data: bytes, what: str) -> list[int]:
+    if len(data) % 2:
+        raise WireError(f"{what} has an odd length")
+    return [int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2)]
 
 
 def _server_name(data: bytes) -> bytes | None:
@@ -276,12 +313,12 @@ def _server_name(data: bytes) -> bytes | None:
     return None
 
 
-def _alpn(data: bytes) -> list[str]:
+def _alpn_raw(data: bytes) -> list[bytes]:
     cur = _Cursor(data, "ALPN extension")
     protos = _Cursor(cur.vector(2), "ALPN list")
     out = []
     while protos.remaining:
-        out.append(protos.vector(1).decode("ascii", "backslashreplace"))
+        out.append(protos.vector(1))
     return out
 
 
@@ -290,6 +327,7 @@ class ServerHello:
     version: int  # the negotiated version, from supported_versions when present
     retry: bool  # a HelloRetryRequest: the client will send a second ClientHello
     alpn: str | None = None
+    cipher_suite: int | None = None
 
 
 def parse_server_hello(body: bytes) -> ServerHello:
@@ -297,16 +335,16 @@ def parse_server_hello(body: bytes) -> ServerHello:
     version = cur.uint(2)
     random = cur.take(32)
     cur.vector(1)  # session id
-    cur.uint(2)  # cipher suite
+    suite = cur.uint(2)
     cur.uint(1)  # compression
     alpn = None
     for ext_type, data in _extensions(cur):
         if ext_type == EXT_SUPPORTED_VERSIONS and len(data) == 2:
             version = int.from_bytes(data, "big")
         elif ext_type == EXT_ALPN:
-            protos = _alpn(data)
-            alpn = protos[0] if protos else None
-    return ServerHello(version, random == HRR_RANDOM, alpn)
+            protos = _alpn_raw(data)
+            alpn = protos[0].decode("ascii", "backslashreplace") if protos else None
+    return ServerHello(version, random == HRR_RANDOM, alpn, suite)
 
 
 def parse_certificate_list(body: bytes) -> list[bytes]:

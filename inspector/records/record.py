@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 
 from inspector.findings.codes import Finding, is_flagged
 from inspector.observe.handshake import AlertSeen
-from inspector.observe.sni import decode_sni
-from inspector.observe.wire import ClientHello, version_name
+from inspector.observe.ja4 import ja4
+from inspector.observe.names import cipher_suite_name, cipher_suite_names, group_names
+from inspector.observe.stacks import identify
+from inspector.observe.sni import decode_sni, ech_mode
+from inspector.observe.wire import ClientHello, ServerHello, version_name
 
 SCHEMA = 1
 
@@ -55,6 +58,9 @@ class Tunnel:
     decided: float | None = None
     # The server's Certificate message (TLS <= 1.2), DER in served order.
     observed_chain: list[bytes] | None = None
+    server_hello: ServerHello | None = None
+    # TLS <= 1.2 mutual TLS in clear: {"requested": True, "sent": bool | None}
+    client_certificate: dict | None = None
 
     def to_record(self, findings: list[Finding], chain: dict | None = None) -> dict:
         ch = self.client_hello
@@ -67,17 +73,13 @@ class Tunnel:
             "connect": {"host": self.connect_host, "port": self.connect_port},
             "upstream": {"address": format_address(self.upstream)} if self.upstream else None,
             "sni": decode_sni(ch.sni_raw) if ch and ch.sni_raw is not None else None,
-            "client_hello": None
-            if ch is None
-            else {
-                "sni_present": ch.sni_present,
-                "alpn": list(ch.alpn),
-                "versions": [version_name(v) for v in ch.offered_versions],
-            },
+            "client_hello": None if ch is None else client_hello_dict(ch, self.connect_host),
+            "server_hello": None if self.server_hello is None else server_hello_dict(self.server_hello),
             "handshake": {
                 "outcome": self.outcome,
                 "version": self.version,
                 "alert": self.alert.to_dict() if self.alert else None,
+                "client_certificate": self.client_certificate,
                 "detail": self.detail,
                 "ms": None if self.decided is None else round((self.decided - self.started) * 1000, 1),
             },
@@ -85,6 +87,32 @@ class Tunnel:
             "findings": f,
             "flagged": is_flagged(f),
         }
+
+
+def client_hello_dict(ch: ClientHello, connect_host: str) -> dict:
+    """What the client offered, and what that says about the client."""
+    stack = identify(ch)
+    return {
+        "sni_present": ch.sni_present,
+        "alpn": list(ch.alpn),
+        "versions": [version_name(v) for v in ch.offered_versions],
+        "cipher_suites": cipher_suite_names(ch.cipher_suites),
+        "groups": group_names(ch.supported_groups),
+        "ech": ech_mode(connect_host, ch),
+        "ja4": ja4(ch),
+        "stack": stack.name,
+        "stack_evidence": list(stack.evidence),
+    }
+
+
+def server_hello_dict(sh: ServerHello) -> dict:
+    """What the server chose from the offer (a HelloRetryRequest asked for another hello)."""
+    return {
+        "version": version_name(sh.version),
+        "cipher_suite": None if sh.cipher_suite is None else cipher_suite_name(sh.cipher_suite),
+        "alpn": sh.alpn,
+        "retry": sh.retry,
+    }
 
 
 def dumps(record: dict) -> str:

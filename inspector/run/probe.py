@@ -74,7 +74,7 @@ async def run_probe(args: argparse.Namespace) -> int:
         decided=time.time(),
     )
     chain, chain_findings = await judge.judge(t, target, result.chain, source="probe")
-    record = t.to_record(tunnel_findings(t) + chain_findings, chain)
+    record = t.to_record(tunnel_findings(t, chain_findings=chain_findings), chain)
     if args.json:
         print(json.dumps(record, indent=2))
     else:

@@ -46,6 +46,7 @@ class TunnelRow:
     id: str
     started: str  # RFC 3339, as recorded
     client: str
+    stack: str  # the client's TLS stack (client_hello.stack), "-" when unknown
     target: str  # CONNECT host:port
     sni: str  # display text: the SNI, "(none)" or "(not seen)"
     sni_state: int
@@ -54,7 +55,7 @@ class TunnelRow:
     codes: tuple[tuple[str, int], ...]  # (code, severity rank), worst first
     severity: int  # worst severity rank, NO_SEVERITY without findings
     flagged: bool
-    haystack: str  # lowercase: target, SNI, codes, certificate subjects
+    haystack: str  # lowercase: target, SNI, stack, codes, certificate subjects
     ref: int  # where the full record can be read again
     spooled: bool  # ref is into the UI's spool, not the feed
 
@@ -198,15 +199,19 @@ class RowBuilder:
                 derived = self._chains[key] = (chain_verdict(chain), tuple(chain_subjects(chain)))
             verdict, subjects = derived
 
-        key = (target, sni_text if sni is not None else "", names, subjects)
+        hello = get("client_hello")
+        stack = _fast_safe(hello.get("stack")) if isinstance(hello, dict) and hello.get("stack") else "-"
+
+        key = (target, sni_text if sni is not None else "", stack, names, subjects)
         haystack = self._haystacks.get(key)
         if haystack is None:
-            haystack = self._haystacks[key] = "\x00".join((key[0], key[1], *sorted(names), *subjects)).lower()
+            haystack = self._haystacks[key] = "\x00".join(
+                (key[0], key[1], key[2], *sorted(names), *subjects)).lower()
 
         return TunnelRow(
             _fast_safe(get("id")), _fast_safe(get("started")), _fast_safe(get("client")) or "-",
-            target, sni_text, sni_state, outcome, verdict, codes, severity, flagged, haystack,
-            ref, spooled,
+            stack, target, sni_text, sni_state, outcome, verdict, codes, severity, flagged,
+            haystack, ref, spooled,
         )
 
 

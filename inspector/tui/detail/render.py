@@ -122,10 +122,38 @@ def _target_and_sni(record: dict) -> Table:
     table.add_column(Text("SNI (TLS ClientHello)"), ratio=1)
     table.add_row(Text(target_text(connect.get("host"), connect.get("port")), "bold"), sni_text)
     if isinstance(hello, dict):
-        offered = ", ".join(safe(v) for v in hello.get("versions") or ()) or "-"
-        alpn = ", ".join(safe(v) for v in hello.get("alpn") or ()) or "-"
-        table.add_row(Text(""), Text(f"offers {offered}; ALPN {alpn}", MUTED))
+        table.add_row(_client_text(hello), _offer_text(hello, record.get("server_hello")))
     return table
+
+
+def _client_text(hello: dict) -> Text:
+    """Which client: its TLS stack (when the ClientHello tells) and its JA4."""
+    stack = hello.get("stack")
+    text = Text("client stack ", MUTED)
+    text.append_text(_t(stack, "bold") if stack else Text("unknown", MUTED))
+    if hello.get("ja4"):
+        text.append("   JA4 ", MUTED)
+        text.append_text(_t(hello.get("ja4"), MUTED))
+    return text
+
+
+def _offer_text(hello: dict, chosen: object) -> Text:
+    """The client's offer, each part next to what the server chose from it."""
+    chosen = chosen if isinstance(chosen, dict) else None
+
+    def pick(key: str) -> str:
+        if chosen is None:
+            return ""
+        return f" → {safe(chosen.get(key) or 'none')}"
+
+    offered = ", ".join(safe(v) for v in hello.get("versions") or ()) or "-"
+    alpn = ", ".join(safe(v) for v in hello.get("alpn") or ()) or "-"
+    suites = len(hello.get("cipher_suites") or ())
+    text = Text(f"offers {offered}{pick('version')}; ALPN {alpn}{pick('alpn')}; "
+                f"{suites} cipher suites{pick('cipher_suite')}", MUTED)
+    if hello.get("ech"):
+        text.append(f"; ECH {safe(hello.get('ech'))}", MUTED)
+    return text
 
 
 def _findings(record: dict) -> list[RenderableType]:
@@ -174,6 +202,18 @@ def _handshake(record: dict) -> list[RenderableType]:
     out: list[RenderableType] = [section("Handshake"), line]
     if hs.get("detail"):
         out.append(_t(hs.get("detail")))
+    cc = hs.get("client_certificate")
+    if isinstance(cc, dict):
+        sent = {True: "the client sent one", False: "the client sent none"}.get(cc.get("sent"),
+                                                                               "no answer seen")
+        out.append(Text(f"the server asked for a client certificate; {sent}"))
+    hello = record.get("client_hello")
+    if isinstance(hello, dict) and record.get("server_hello") is None and outcome != "established":
+        # refused before the server chose anything: the offer is what to compare
+        for label, key in (("offered cipher suites", "cipher_suites"), ("offered groups", "groups")):
+            text = Text(f"{label}: ", MUTED)
+            text.append_text(_t(", ".join(safe(v) for v in hello.get(key) or ()) or "none"))
+            out.append(text)
     return out
 
 

@@ -25,10 +25,11 @@ _CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own sever
 
 class TunnelTable(VirtualTable):
     COLUMNS = (
-        Column("time", 8, drop=2),
-        Column("client", weight=1, min_width=15, max_width=21, drop=1),
+        Column("time", 8, drop=3),
+        Column("client", weight=1, min_width=15, max_width=21, drop=2),
+        Column("stack", 10, drop=1),  # "erlang-otp" is 10
         Column("CONNECT host:port", weight=3, min_width=16, max_width=32, middle=True),
-        Column("SNI", weight=3, min_width=12, max_width=28, middle=True),
+        Column("SNI", weight=4, min_width=12, max_width=28, middle=True),
         # "server alert unrecognized_name" is 30
         Column("outcome", weight=5, min_width=19, max_width=32),
         Column("verdict", 9),
@@ -76,6 +77,7 @@ class TunnelTable(VirtualTable):
         cells = [
             [(row.time, muted)],
             [(row.client, muted)],
+            [(row.stack, muted)],
             [(row.target, None)],
             [(row.sni, sni_style)],
             [(row.outcome, None)],
