@@ -43,8 +43,8 @@ from inspector.chain.verify import verify_chain  # noqa: E402
 from inspector.lab.chains import build_chain_lab  # noqa: E402
 from inspector.lab.pki import DAY, NOW, make_cert  # noqa: E402
 from inspector.lab.server import TLSServer  # noqa: E402
-from inspector.records.record import Tunnel  # noqa: E402
 from inspector.observe.wire import ClientHello  # noqa: E402
+from inspector.records.record import Tunnel  # noqa: E402
 
 HOST = "bench.lab.test"
 GET = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"

@@ -10,9 +10,10 @@ import ssl
 
 import pytest
 
+from inspector.findings.sni import sni_findings
 from inspector.lab.chains import build_chain_lab
 from inspector.lab.http1 import connect_tunnel
-from inspector.observe.sni import ech_mode, sni_findings
+from inspector.observe.sni import ech_mode
 from inspector.observe.wire import EXT_ECH, ClientHello
 
 PUBLIC_NAME = "public.provider.test"

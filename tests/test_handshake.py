@@ -7,15 +7,15 @@ import ssl
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from inspector.observe import handshake
-
-from inspector.observe import wire
+from inspector.findings import handshake as handshake_findings
 from inspector.findings.tunnel import tunnel_findings
-from inspector.observe.handshake import HandshakeTracker
 from inspector.lab.pki import make_cert
+from inspector.observe import handshake, wire
+from inspector.observe.handshake import HandshakeTracker
 from inspector.records.record import Tunnel
 
-from .handshakes import client_context, handshake as run_handshake, server_context
+from .handshakes import client_context, server_context
+from .handshakes import handshake as run_handshake
 
 HOST = "svc.lab.test"
 
@@ -141,7 +141,7 @@ def test_client_certificates_asked_for_by_the_server(certs, clients, version, ca
     assert tr.outcome == outcome
     if outcome == handshake.SERVER_ALERT:
         assert tr.alert.sender == "server" and tr.alert.client_certificate
-        (f,) = handshake.outcome_findings(tr.outcome, tr.alert, tr.detail, True)
+        (f,) = handshake_findings.outcome_findings(tr.outcome, tr.alert, tr.detail, True)
         assert f.code == "server-alert" and "client certificate" in f.message
         assert "mutual TLS" in f.hint
         if version == ssl.TLSVersion.TLSv1_2:

@@ -6,8 +6,13 @@ import ipaddress
 
 import pytest
 
-from inspector.observe.loop_guard import (is_local_address, loop_finding, loop_reason, needs_resolving,
-                                  numeric_address)
+from inspector.findings.tunnel import loop_finding
+from inspector.observe.loop_guard import (
+    is_local_address,
+    loop_reason,
+    needs_resolving,
+    numeric_address,
+)
 
 PORT = 8080
 V4_LOOPBACK = [("127.0.0.1", PORT)]

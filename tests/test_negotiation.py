@@ -10,14 +10,20 @@ import ssl
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from inspector.observe import handshake
-from inspector.findings.tunnel import tunnel_findings
+from inspector.findings import handshake as handshake_findings
 from inspector.findings.codes import finding
-from inspector.observe.handshake import CLIENT_LEFT_SILENTLY, CLOSED_AFTER_HANDSHAKE, HandshakeTracker
+from inspector.findings.tunnel import tunnel_findings
 from inspector.lab.pki import make_cert
+from inspector.observe import handshake
+from inspector.observe.handshake import (
+    CLIENT_LEFT_SILENTLY,
+    CLOSED_AFTER_HANDSHAKE,
+    HandshakeTracker,
+)
 from inspector.records.record import Tunnel
 
-from .handshakes import client_context, handshake as run_handshake, server_context
+from .handshakes import client_context, server_context
+from .handshakes import handshake as run_handshake
 from .test_handshake import _client_hello_record, _record, track
 
 HOST = "svc.lab.test"
@@ -82,7 +88,7 @@ def test_java_hint_names_jsse():
     tr.closed()
     t = Tunnel("x", ("127.0.0.1", 1), HOST, 443, client_hello=tr.client_hello, outcome=tr.outcome,
                alert=tr.alert, detail=tr.detail)
-    (f,) = handshake.outcome_findings(t.outcome, t.alert, t.detail, True, stack="java")
+    (f,) = handshake_findings.outcome_findings(t.outcome, t.alert, t.detail, True, stack="java")
     assert f.code == "client-rejected-certificate" and "35 bytes" in f.message
     assert "JSSE" in f.hint and "certificate_unknown" in f.hint
 

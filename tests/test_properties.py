@@ -8,11 +8,13 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from inspector.findings.handshake import outcome_findings
+from inspector.findings.sni import sni_findings
 from inspector.observe import wire
 from inspector.observe.bad_request import bad_request_detail, unparsed_target
+from inspector.observe.handshake import HandshakeTracker
+from inspector.observe.sni import normalise_host
 from inspector.records.escape import safe
-from inspector.observe.handshake import HandshakeTracker, outcome_findings
-from inspector.observe.sni import normalise_host, sni_findings
 
 EXAMPLES = int(os.environ.get("TI_HYPOTHESIS_EXAMPLES", "300"))
 fast = settings(max_examples=EXAMPLES, deadline=None)

@@ -18,8 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from inspector.lab.pki import make_cert
 from inspector.lab.server import TLSServer
 
-from .conftest import (HOST, connect_tunnel, env_without_proxy, require_tool,
-                       tls_through_proxy)
+from .conftest import HOST, connect_tunnel, env_without_proxy, require_tool, tls_through_proxy
 
 
 def codes(record):

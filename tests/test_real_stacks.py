@@ -12,7 +12,6 @@ from __future__ import annotations
 import pytest
 
 from inspector.lab.chains import build_chain_lab
-
 from inspector.observe.handshake import CLIENT_LEFT_SILENTLY, CLOSED_AFTER_HANDSHAKE
 
 from .conftest import ProxyProcess

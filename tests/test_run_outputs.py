@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from inspector.records import stream
-from inspector.run.report import EXIT_NOT_WRITTEN, RunReport
 from inspector.records.stream import JsonlSink
+from inspector.run.report import EXIT_NOT_WRITTEN, RunReport
 
 from .conftest import HOST, tls_through_proxy
 

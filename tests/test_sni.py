@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.records.escape import safe
 from inspector.findings.codes import is_flagged
-from inspector.observe.sni import normalise_host, sni_findings
+from inspector.findings.sni import sni_findings
+from inspector.observe.sni import normalise_host
+from inspector.records.escape import safe
 
 
 def codes(host, sni, present=None):

@@ -214,8 +214,8 @@ def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
     import asyncio
 
     from inspector.mitm.addon import TunnelInspector
-    from inspector.mitm.relay import FastRelay
     from inspector.mitm.embed import Proxy
+    from inspector.mitm.relay import FastRelay
 
     payload = os.urandom(8 << 20)
 

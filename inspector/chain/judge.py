@@ -14,14 +14,14 @@ import datetime as dt
 import hashlib
 from urllib.parse import urlsplit
 
-from inspector.observe import handshake
-from inspector.findings.codes import Finding, finding
-from inspector.records.record import Tunnel
-from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host
 from inspector.chain.cache import SharedCache
 from inspector.chain.probe import ProbeResult, probe
 from inspector.chain.trust import TrustProfile
 from inspector.chain.verify import ChainVerdict, verify_chain
+from inspector.findings.codes import Finding, finding
+from inspector.observe import handshake
+from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host
+from inspector.records.record import Tunnel
 
 # Outcomes after which the server's chain says something: the client got (or would
 # have got) a certificate. connect-failed and not-tls never reached one.

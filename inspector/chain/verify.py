@@ -28,14 +28,13 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID
-from cryptography.x509.oid import ObjectIdentifier
+from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from cryptography.x509.oid import SignatureAlgorithmOID as SIG
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from inspector.chain.trust import TrustProfile
 from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
-from inspector.chain.trust import TrustProfile
 
 MAX_DEPTH = 8  # intermediates the path builder may stack; real chains need 1-3
 LISTED = 5  # names or certificates spelled out in one message

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from inspector.findings import advice
 from inspector.findings.codes import Finding, finding
-from inspector.observe.handshake import CLIENT_LEFT_SILENTLY, outcome_findings
-from inspector.observe import advice
+from inspector.findings.handshake import outcome_findings
+from inspector.findings.sni import sni_findings
+from inspector.observe.address import host_port
+from inspector.observe.bad_request import bad_request_detail
+from inspector.observe.handshake import CLIENT_LEFT_SILENTLY
+from inspector.observe.sni import ech_mode
 from inspector.observe.stacks import identify
+from inspector.observe.wire import looks_like_tls
 from inspector.records.record import Tunnel
-from inspector.observe.sni import ech_mode, sni_findings
 
 # Chain findings that explain why a client would refuse the server's certificate.
 _REFUSAL_REASONS = ("hostname-mismatch", "untrusted", "incomplete-chain", "expired",
@@ -21,7 +26,7 @@ _SILENT_REFUSALS = (CLIENT_LEFT_SILENTLY,
 
 def tunnel_findings(t: Tunnel, rejected_proxy: bool = False,
                     chain_findings: Sequence[Finding] = ()) -> list[Finding]:
-    """SNI, handshake and chain findings; rejected_proxy: see handshake.outcome_findings."""
+    """SNI, handshake and chain findings; rejected_proxy: see findings.handshake.outcome_findings."""
     ch = t.client_hello
     stack = identify(ch).name if ch is not None else None
     out: list[Finding] = []
@@ -45,3 +50,28 @@ def tunnel_findings(t: Tunnel, rejected_proxy: bool = False,
             "handshake and just close: see the chain findings.",
         ) if f.code == "handshake-aborted" else f for f in outcome]
     return out + outcome + list(chain_findings)
+
+
+def loop_finding(connect_host: str, connect_port: int, reason: str) -> Finding:
+    return finding(
+        "proxy-loop",
+        f"CONNECT {host_port(connect_host, connect_port)} leads back into the proxy: {reason}",
+        "Refused, so the proxy does not tunnel into itself: the client sent the proxy's own "
+        "address as its destination (or a --connect-to rule maps to it); use the real server's.",
+    )
+
+
+def bad_request_finding(opening: bytes) -> Finding:
+    if looks_like_tls(opening[:3]):
+        return finding(
+            "bad-connect",
+            bad_request_detail(opening),
+            "The client's proxy URL says https://; tunnel-inspector is an http:// proxy "
+            "(set http://HOST:PORT).",
+        )
+    return finding(
+        "bad-connect",
+        bad_request_detail(opening),
+        "The client's proxy support sends a malformed request: CONNECT needs host:port "
+        "with a port from 1 to 65535.",
+    )

@@ -24,27 +24,17 @@ from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from OpenSSL import crypto
 
-from inspector.mitm import accept
-
-from inspector.observe import handshake
-
-from inspector.mitm import head_guard
-
-from inspector.mitm import limits
-
-from inspector.observe import loop_guard
-
-from inspector.observe import wire
-from inspector.findings.tunnel import tunnel_findings
-from inspector.observe.bad_request import (OPENING_BYTES, bad_request_detail, bad_request_finding,
-                                   unparsed_target)
 from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
+from inspector.findings.tunnel import bad_request_finding, loop_finding, tunnel_findings
+from inspector.mitm import accept, head_guard, limits
+from inspector.mitm.relay import TunnelRelay
+from inspector.observe import handshake, loop_guard, wire
+from inspector.observe.bad_request import OPENING_BYTES, bad_request_detail, unparsed_target
 from inspector.observe.connect_to import ConnectTo
+from inspector.observe.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
 from inspector.options import BY_MITM_NAME, OPTIONS
 from inspector.records.escape import safe
-from inspector.mitm.relay import TunnelRelay
-from inspector.observe.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
 from inspector.records.record import Tunnel, host_port
 from inspector.records.stream import JsonlSink, RecordStream, format_line
 
@@ -511,7 +501,7 @@ class TunnelInspector:
         live.timer.cancel()
         t = live.tunnel
         t.outcome, t.detail, t.decided = handshake.CONNECT_FAILED, f"refused: {reason}", time.time()
-        finding = loop_guard.loop_finding(t.connect_host, t.connect_port, reason)
+        finding = loop_finding(t.connect_host, t.connect_port, reason)
         self.stream.publish(t.to_record([finding]))
 
 

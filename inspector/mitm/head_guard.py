@@ -20,7 +20,7 @@ from mitmproxy.net.tls import starts_like_tls_record
 from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.context import Context
 from mitmproxy.proxy.layers import modes
-from mitmproxy.proxy.layers.http import HTTPMode, Http1Server, HttpLayer
+from mitmproxy.proxy.layers.http import Http1Server, HttpLayer, HTTPMode
 
 TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
              b"Content-Length: 0\r\nConnection: close\r\n\r\n")

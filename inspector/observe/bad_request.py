@@ -7,8 +7,6 @@ record saying what it sent. Pure functions over those bytes.
 
 from __future__ import annotations
 
-from inspector.records.escape import safe
-from inspector.findings.codes import Finding, finding
 from inspector.observe.wire import looks_like_tls
 
 OPENING_BYTES = 256  # enough for a request line; a record never carries more
@@ -32,20 +30,4 @@ def unparsed_target(opening: bytes) -> tuple[str, int]:
 def bad_request_detail(opening: bytes) -> str:
     if looks_like_tls(opening[:3]):
         return "the client started TLS with the proxy itself instead of sending CONNECT"
-    return f"the proxy could not parse the client's request: {safe(_first_line(opening), 120)!r}"
-
-
-def bad_request_finding(opening: bytes) -> Finding:
-    if looks_like_tls(opening[:3]):
-        return finding(
-            "bad-connect",
-            bad_request_detail(opening),
-            "The client's proxy URL says https://; tunnel-inspector is an http:// proxy "
-            "(set http://HOST:PORT).",
-        )
-    return finding(
-        "bad-connect",
-        bad_request_detail(opening),
-        "The client's proxy support sends a malformed request: CONNECT needs host:port "
-        "with a port from 1 to 65535.",
-    )
+    return f"the proxy could not parse the client's request: {_first_line(opening)[:120]!r}"

@@ -22,8 +22,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Iterable
 
-from inspector.findings.codes import Finding, finding
-from inspector.records.record import host_port
+from inspector.observe.address import host_port
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Listener = tuple  # (host, port, ...) as a listening socket's getsockname() gives it
@@ -110,12 +109,3 @@ def is_local_address(address: Address) -> bool:
         except OSError:
             return False
     return True
-
-
-def loop_finding(connect_host: str, connect_port: int, reason: str) -> Finding:
-    return finding(
-        "proxy-loop",
-        f"CONNECT {host_port(connect_host, connect_port)} leads back into the proxy: {reason}",
-        "Refused, so the proxy does not tunnel into itself: the client sent the proxy's own "
-        "address as its destination (or a --connect-to rule maps to it); use the real server's.",
-    )

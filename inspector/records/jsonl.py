@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import os
-from json.scanner import c_make_scanner
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json.scanner import c_make_scanner
 from pathlib import Path
 
 # A record is a few KB; a longer "line" is not a record and is not buffered whole.

@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass, field
 
 from inspector.findings.codes import Finding, is_flagged
+from inspector.observe.address import format_address, host_port  # noqa: F401 (host_port: re-exported)
 from inspector.observe.handshake import AlertSeen
 from inspector.observe.ja4 import ja4
 from inspector.observe.names import cipher_suite_name, cipher_suite_names, group_names
-from inspector.observe.stacks import identify
 from inspector.observe.sni import decode_sni, ech_mode
+from inspector.observe.stacks import identify
 from inspector.observe.wire import ClientHello, ServerHello, version_name
 
 SCHEMA = 1
@@ -30,16 +31,6 @@ def rfc3339(ts: float) -> str:
         .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
     )
-
-
-def host_port(host: object, port: object) -> str:
-    """`host:port`, an IPv6 address in brackets as in a URL: `::1:443` reads as nothing."""
-    h = str(host)
-    return f"[{h}]:{port}" if ":" in h and not h.startswith("[") else f"{h}:{port}"
-
-
-def format_address(addr: tuple | None) -> str | None:
-    return host_port(addr[0], addr[1]) if addr else None
 
 
 @dataclass

@@ -16,8 +16,8 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from inspector.records.escape import safe
 from inspector.findings.codes import SEVERITY_RANK, worst_severity
+from inspector.records.escape import safe
 from inspector.records.record import dumps, host_port
 
 log = logging.getLogger(__name__)

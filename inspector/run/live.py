@@ -13,9 +13,9 @@ from pathlib import Path
 
 from inspector.records.escape import safe
 from inspector.run.report import EXIT_OK, EXIT_USAGE, RunReport
-
 from inspector.tui.app import InspectorApp
 from inspector.tui.feeds import FileFeed, ProxyFeed
+
 
 def _run(app: InspectorApp) -> int:
     app.run()

@@ -12,14 +12,14 @@ import sys
 import time
 import uuid
 
-from inspector.findings.tunnel import tunnel_findings
 from inspector.chain.judge import ChainJudge, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
+from inspector.findings.tunnel import tunnel_findings
 from inspector.observe.connect_to import ConnectTo, ConnectToError
-from inspector.records.record import Tunnel
-from inspector.records.text import render
 from inspector.observe.sni import ip_literal
 from inspector.observe.wire import ClientHello
+from inspector.records.record import Tunnel
+from inspector.records.text import render
 
 EXIT_OK, EXIT_FLAGGED, EXIT_NO_PROBE = 0, 1, 2
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import sys
 
+from inspector.mitm.limits import Unrecorded
 from inspector.records.escape import safe
 from inspector.records.export import ExportSpool, ExportTargetError
-from inspector.mitm.limits import Unrecorded
 from inspector.records.stream import JsonlSink, Summary
 
 # EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is

@@ -27,13 +27,18 @@ from textual.widgets import Footer
 
 from inspector.records.escape import safe
 from inspector.records.export import export_flagged
-
 from inspector.tui.detail import DetailPane
 from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
 from inspector.tui.feeds import Feed
 from inspector.tui.header import Status, StatusHeader, status_text
 from inspector.tui.hosts import HostsTable
-from inspector.tui.messages import FollowChanged, HostChosen, SearchChanged, TunnelChosen, TunnelHighlighted
+from inspector.tui.messages import (
+    FollowChanged,
+    HostChosen,
+    SearchChanged,
+    TunnelChosen,
+    TunnelHighlighted,
+)
 from inspector.tui.model import RecordError, RowBuilder, TunnelModel, TunnelRow
 from inspector.tui.search import SearchBar
 from inspector.tui.store import RecordSpool

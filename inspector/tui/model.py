@@ -13,8 +13,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from dataclasses import dataclass, field
 
-from inspector.records.escape import safe
 from inspector.findings.codes import SEVERITY_RANK
+from inspector.records.escape import safe
 from inspector.records.record import host_port
 
 NO_SEVERITY = -1

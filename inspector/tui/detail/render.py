@@ -16,7 +16,6 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector.records.escape import safe
-
 from inspector.tui.model import chain_verdict, outcome_text, target_text
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "dim"}

@@ -8,7 +8,6 @@ from rich.text import Text
 from textual.widgets import Static
 
 from inspector.records.escape import safe
-
 from inspector.tui.model import ERROR, INFO, WARNING, TunnelModel
 
 _CODE_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}

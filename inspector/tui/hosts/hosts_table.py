@@ -14,9 +14,16 @@ from rich.style import Style
 from textual.binding import Binding
 
 from inspector.observe.sni import ip_literal
-
 from inspector.tui.messages import HostChosen
-from inspector.tui.model import ERROR, HOST_SET_CAP, INFO, NO_SEVERITY, WARNING, HostStats, TunnelModel
+from inspector.tui.model import (
+    ERROR,
+    HOST_SET_CAP,
+    INFO,
+    NO_SEVERITY,
+    WARNING,
+    HostStats,
+    TunnelModel,
+)
 from inspector.tui.table.virtual import Column, Part, VirtualTable
 
 _SEVERITY = {ERROR: ("error", "error"), WARNING: ("warning", "warning"), INFO: ("info", "muted"),

@@ -16,7 +16,15 @@ from textual import events
 from textual.binding import Binding
 
 from inspector.tui.messages import FollowChanged, TunnelChosen, TunnelHighlighted
-from inspector.tui.model import ERROR, SNI_ABSENT, SNI_MISMATCH, SNI_NONE, SNI_NOT_SEEN, WARNING, TunnelModel
+from inspector.tui.model import (
+    ERROR,
+    SNI_ABSENT,
+    SNI_MISMATCH,
+    SNI_NONE,
+    SNI_NOT_SEEN,
+    WARNING,
+    TunnelModel,
+)
 from inspector.tui.table.virtual import Column, Part, VirtualTable
 
 _VERDICT_STYLE = {"trusted": "good", "untrusted": "bad", "partial": "warning", "-": "muted"}
