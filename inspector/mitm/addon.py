@@ -19,8 +19,6 @@ import time
 
 from mitmproxy import connection, ctx, exceptions, http, tls
 from mitmproxy.proxy import layer
-from mitmproxy.proxy.layers.http import HttpStream
-from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.server_hooks import ServerConnectionHookData
 from OpenSSL import crypto
 
@@ -28,7 +26,7 @@ from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_addre
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.findings.tunnel import bad_request_finding, loop_finding, tunnel_findings
 from inspector.mitm import accept, head_guard, limits
-from inspector.mitm.relay import TunnelRelay
+from inspector.mitm.relay import TunnelRelay, is_inside_connect
 from inspector.observe import handshake, loop_guard, wire
 from inspector.observe.bad_request import OPENING_BYTES, bad_request_detail, unparsed_target
 from inspector.observe.connect_to import ConnectTo
@@ -246,7 +244,7 @@ class TunnelInspector:
             or cid not in self._connects
             or nextlayer.layer is not None
             or not ctx_.layers
-            or not isinstance(ctx_.layers[-1], (HttpStream, HttpUpstreamProxy))
+            or not is_inside_connect(ctx_)
         ):
             return
         live = self._live.get(cid)

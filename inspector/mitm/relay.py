@@ -31,6 +31,8 @@ from collections.abc import Callable
 from mitmproxy import ctx
 from mitmproxy.connection import Connection, ConnectionState
 from mitmproxy.proxy import commands, events, layer
+from mitmproxy.proxy.layers.http import HttpStream
+from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.utils import expect
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,13 @@ log = logging.getLogger(__name__)
 Observe = Callable[[bool, bytes], None]  # (from_client, data), before it is relayed
 SideClosed = Callable[[bool], None]  # (from_client), as each side ends its sending
 Closed = Callable[[], None]  # both directions are over
+
+
+def is_inside_connect(context) -> bool:
+    """The layer being chosen carries a CONNECT tunnel's bytes: it sits right under the
+    CONNECT's HTTP stream, or under the upstream proxy's tunnel (a private mitmproxy
+    module, whose layer type is the only way to tell)."""
+    return bool(context.layers) and isinstance(context.layers[-1], (HttpStream, HttpUpstreamProxy))
 
 
 class TunnelRelay(layer.Layer):
