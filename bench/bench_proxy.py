@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,6 +42,7 @@ from inspector.chain.judge import ChainJudge  # noqa: E402
 from inspector.chain.trust import load_client_profile, load_profile  # noqa: E402
 from inspector.chain.verify import verify_chain  # noqa: E402
 from inspector.lab.chains import build_chain_lab  # noqa: E402
+from inspector.lab.http1 import connect_tunnel  # noqa: E402
 from inspector.lab.pki import DAY, NOW, make_cert  # noqa: E402
 from inspector.lab.server import TLSServer  # noqa: E402
 from inspector.observe.wire import ClientHello  # noqa: E402
@@ -330,6 +332,109 @@ def load(work: Path, total: int, parallel: int) -> dict:
             "client_side_failures": fail1 + fail2, "parallel": parallel}
 
 
+# --- bulk: one tunnel's bytes, after the handshake -------------------------------------
+
+class _BulkServer:
+    """Raw TCP on 127.0.0.1: `d N ` sends N bytes then closes; `u N ` reads N bytes and
+    answers ok."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _one(conn: socket.socket) -> None:
+        with conn:
+            # "d N " or "u N " (the header arrives whole: it is sent before any data)
+            kind, size, rest = (conn.recv(64).split(b" ", 2) + [b""])[:3]
+            left = int(size)
+            if kind == b"d":
+                chunk = bytes(1 << 20)
+                while left > 0:
+                    conn.sendall(chunk[:left])
+                    left -= len(chunk)
+            else:  # no half-close to end it: bare mitmdump turns one into a full close
+                left -= len(rest)
+                while left > 0 and (data := conn.recv(1 << 20)):
+                    left -= len(data)
+                conn.sendall(b"ok")
+
+
+def _bulk_one(proxy: int | None, port: int, size: int, upload: bool) -> None:
+    if proxy is None:
+        s = socket.create_connection(("127.0.0.1", port))
+    else:
+        s = connect_tunnel(proxy, "127.0.0.1", port)
+    with s:
+        if upload:
+            s.sendall(b"u %d " % size)
+            chunk, left = b"x" * (1 << 20), size
+            while left > 0:
+                s.sendall(chunk[:left])
+                left -= len(chunk)
+            assert s.recv(2) == b"ok"
+        else:
+            s.sendall(b"d %d " % size)
+            got = 0
+            while data := s.recv(1 << 20):
+                got += len(data)
+            assert got == size, (got, size)
+
+
+def _cpu_s(proc: Proc | None) -> float:
+    if proc is None:
+        return 0.0
+    with open(f"/proc/{proc.proc.pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bulk(rounds: int, size: int) -> dict:
+    """MB/s through one tunnel (download, upload) and 8 parallel downloads, and the
+    proxy's CPU seconds per GB; variants alternate round by round."""
+    import concurrent.futures
+
+    srv = _BulkServer()
+    procs = {"direct": None, "mitmdump": mitmdump(), "inspector": inspector("--no-probe"),
+             "inspector-layers": inspector("--no-probe", "--no-fast-relay")}
+    res = {v: {"down": [], "up": [], "par8": [], "cpu_s_per_gb": []} for v in procs}
+    try:
+        for _ in range(rounds):
+            for v, proc in procs.items():
+                port = None if proc is None else proc.port
+                cpu0, moved = _cpu_s(proc), 0
+                for kind, n, up in (("down", 1, False), ("up", 1, True), ("par8", 8, False)):
+                    each = size // n
+                    t0 = time.perf_counter()
+                    with concurrent.futures.ThreadPoolExecutor(n) as ex:
+                        list(ex.map(lambda _: _bulk_one(port, srv.port, each, up), range(n)))
+                    res[v][kind].append(each * n / (time.perf_counter() - t0) / 1e6)
+                    moved += each * n
+                res[v]["cpu_s_per_gb"].append((_cpu_s(proc) - cpu0) / (moved / 1e9))
+    finally:
+        for proc in procs.values():
+            if proc is not None:
+                proc.stop()
+        srv.sock.close()
+    out = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in res.items()}
+    for kind in ("down", "up", "par8"):
+        out[f"ratio_inspector_vs_mitmdump_{kind}"] = statistics.median(
+            i / m for i, m in zip(res["inspector"][kind], res["mitmdump"][kind]))
+        out[f"ratio_inspector_vs_direct_{kind}"] = statistics.median(
+            i / d for i, d in zip(res["inspector"][kind], res["direct"][kind]))
+    out["rounds"], out["mb_per_transfer"] = rounds, size / 1e6
+    return out
+
+
 def ui() -> dict:
     r = subprocess.run([sys.executable, str(HERE / "bench_ui.py")], capture_output=True, text=True,
                        timeout=900)
@@ -351,6 +456,19 @@ def table(res: dict) -> str:
                      f"{x['p99_ms']:8.1f} {x['failures']:5d}")
     lines.append(f"  inspector / mitmdump: sequential {t['ratio_inspector_vs_mitmdump_seq']:.3f}, "
                  f"20 at a time {t['ratio_inspector_vs_mitmdump_conc']:.3f}  (target >= 0.95)")
+    b = res.get("bulk")
+    if b:
+        lines.append(f"bulk relay after the handshake (MB/s, medians over {b['rounds']} rounds of "
+                     f"{b['mb_per_transfer']:.0f} MB; proxy CPU s per GB)")
+        lines.append(f"  {'':17} {'download':>9} {'upload':>9} {'8 parallel':>11} {'CPU s/GB':>9}")
+        for name in ("direct", "mitmdump", "inspector", "inspector-layers"):
+            x = b[name]
+            lines.append(f"  {name:17} {x['down']:9.0f} {x['up']:9.0f} {x['par8']:11.0f} "
+                         f"{x['cpu_s_per_gb']:9.2f}")
+        lines.append("  inspector / mitmdump: " + ", ".join(
+            f"{k} {b[f'ratio_inspector_vs_mitmdump_{k}']:.2f}" for k in ("down", "up", "par8"))
+            + " (target >= 2); / direct: " + ", ".join(
+            f"{k} {b[f'ratio_inspector_vs_direct_{k}']:.2f}" for k in ("down", "up", "par8")))
     v = res["verdict"]
     lines.append(f"verdict cost: {v['us_per_chain_median']:.0f} us per chain median, "
                  f"{v['us_per_chain_max']:.0f} us max ({v['profiles']} profiles)")
@@ -384,6 +502,7 @@ def main() -> int:
                "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"}
         res["throughput"] = throughput(work, rounds=3 if q else 6, seq=40 if q else 100,
                                        conc=100 if q else 300, parallel=20)
+        res["bulk"] = bulk(rounds=3 if q else 5, size=(256 if q else 1024) << 20)
         res["verdict"] = verdict_cost(work, repeat=5 if q else 30)
         res["cache"] = cache_effect(work, tunnels=1000, hosts=10)
         res["load"] = load(work, total=2000 if q else 10000, parallel=50)
