@@ -210,10 +210,10 @@ def test_table_shows_every_tunnel_with_sni_and_outcome(jsonl, records, real, tmp
             mismatch = next(line for line in lines if "other.lab.test" in line)
             assert f"{HOST}:{port}" in mismatch and "sni-mismatch" in mismatch
             none = next(line for line in lines if "(none)" in line)
-            assert "sni-missing" in none and "server alert unrecognized_name" in none
+            assert "sni-missing" in none and "server alert: unrecognized_name" in none
             assert any(f"{DEAD}:443" in line and "(not seen)" in line and "connect-failed" in line
                        for line in lines)
-            assert any("client alert unknown_ca" in line and "client-rejected-" in line for line in lines)
+            assert any("client alert: unknown_ca" in line and "client-rejected-" in line for line in lines)
             assert any("untrusted" in line and "expired" in line for line in lines)
             # follow mode: the cursor sits on the newest tunnel
             assert app.table.follow and app.table.current_index == len(records) - 1

@@ -54,7 +54,7 @@ def test_outcome_severity_codes_and_ipv6_target():
                       "alert": {"from": "server", "code": 112, "description": "unrecognized_name"}}
     row = build(r)
     assert row.target == "[::1]:443"
-    assert row.outcome == "server alert unrecognized_name"
+    assert row.outcome == "server alert: unrecognized_name"
     assert row.codes == (("expiring-soon", WARNING), ("connect-ip", 0))  # worst first
     assert row.severity == WARNING and row.flagged
     assert build(rec()).severity == NO_SEVERITY

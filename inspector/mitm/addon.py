@@ -32,9 +32,10 @@ from inspector.observe.bad_request import OPENING_BYTES, bad_request_detail, unp
 from inspector.observe.connect_to import ConnectTo
 from inspector.observe.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
 from inspector.options import BY_MITM_NAME, OPTIONS
+from inspector.records import text
 from inspector.records.escape import safe
 from inspector.records.record import Tunnel, host_port
-from inspector.records.stream import JsonlSink, RecordStream, format_line
+from inspector.records.stream import JsonlSink, RecordStream
 
 log = logging.getLogger(__name__)
 
@@ -443,7 +444,7 @@ class TunnelInspector:
         self.stream.publish(t.to_record([bad_request_finding(opening)]))
 
     def _log_line(self, record: dict) -> None:
-        log.info(format_line(record))
+        log.info(text.line(record))
 
     # --- connections that are no tunnel, and tunnels into the proxy itself ------------
 

@@ -20,21 +20,15 @@ from pathlib import Path
 
 from inspector.records.escape import safe
 from inspector.records.record import dumps
+from inspector.records.schema import SCHEMA, Record, rfc3339
 from inspector.records.stream import LineFile
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 FILENAME = "tunnel-inspector-flagged-{:%Y%m%d-%H%M%S}.json"
 
 
-def rfc3339(when: dt.datetime) -> str:
-    if when.tzinfo is None:
-        raise ValueError("export time must be timezone-aware")
-    return when.astimezone(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def write_export(path: str | Path, records: Iterable[dict], now: dt.datetime | None = None) -> int:
+def write_export(path: str | Path, records: Iterable[Record], now: dt.datetime | None = None) -> int:
     """Write `records` (all of them, in order: the caller selects) to `path` atomically.
 
     Returns the number of records written. Records are streamed, so an export of many
@@ -46,7 +40,7 @@ def write_export(path: str | Path, records: Iterable[dict], now: dt.datetime | N
     count = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f'{{"schema": {SCHEMA}, "exported": {json.dumps(rfc3339(now))}, "tunnels": [')
+            f.write(f'{{"schema": {SCHEMA}, "exported": {json.dumps(rfc3339(now, "seconds"))}, "tunnels": [')
             for record in records:
                 f.write(",\n  " if count else "\n  ")
                 f.write(json.dumps(record, ensure_ascii=True, separators=(",", ":")))
@@ -75,7 +69,7 @@ def export_path(directory: str | Path, now: dt.datetime) -> Path:
     return path
 
 
-def export_flagged(records: Iterable[dict], directory: str | Path, now: dt.datetime) -> tuple[Path, int]:
+def export_flagged(records: Iterable[Record], directory: str | Path, now: dt.datetime) -> tuple[Path, int]:
     """Write the flagged ones among `records` to a new timestamped file in `directory`.
 
     The caller passes the records the user is looking at (for the UI: those matching
@@ -127,7 +121,7 @@ class ExportSpool:
         self.lost = 0  # flagged records the spool could not take (a full disk)
         self.error: str | None = None
 
-    def add(self, record: dict) -> None:
+    def add(self, record: Record) -> None:
         try:
             self._lines.append(dumps(record).encode("ascii"))
         except OSError as e:
@@ -137,7 +131,7 @@ class ExportSpool:
                 log.warning("cannot keep flagged tunnels for %s: %s; the export will miss "
                             "them", safe(self.path), self.error)
 
-    def _records(self) -> Iterator[dict]:
+    def _records(self) -> Iterator[Record]:
         with os.fdopen(os.dup(self._lines.fd), "rb") as f:
             f.seek(0)
             for line in f:

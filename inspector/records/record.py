@@ -8,7 +8,6 @@ read back from a file is indistinguishable from a live one.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from dataclasses import dataclass, field
@@ -21,16 +20,7 @@ from inspector.observe.names import cipher_suite_name, cipher_suite_names, group
 from inspector.observe.sni import decode_sni, ech_mode
 from inspector.observe.stacks import identify
 from inspector.observe.wire import ClientHello, ServerHello, version_name
-
-SCHEMA = 1
-
-
-def rfc3339(ts: float) -> str:
-    return (
-        dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+from inspector.records.schema import SCHEMA, Chain, ClientHelloFields, Record, ServerHelloFields, rfc3339
 
 
 @dataclass
@@ -53,7 +43,7 @@ class Tunnel:
     # TLS <= 1.2 mutual TLS in clear: {"requested": True, "sent": bool | None}
     client_certificate: dict | None = None
 
-    def to_record(self, findings: list[Finding], chain: dict | None = None) -> dict:
+    def to_record(self, findings: list[Finding], chain: Chain | None = None) -> Record:
         ch = self.client_hello
         f = [x.to_dict() for x in findings]
         return {
@@ -80,7 +70,7 @@ class Tunnel:
         }
 
 
-def client_hello_dict(ch: ClientHello, connect_host: str) -> dict:
+def client_hello_dict(ch: ClientHello, connect_host: str) -> ClientHelloFields:
     """What the client offered, and what that says about the client."""
     stack = identify(ch)
     return {
@@ -96,7 +86,7 @@ def client_hello_dict(ch: ClientHello, connect_host: str) -> dict:
     }
 
 
-def server_hello_dict(sh: ServerHello) -> dict:
+def server_hello_dict(sh: ServerHello) -> ServerHelloFields:
     """What the server chose from the offer (a HelloRetryRequest asked for another hello)."""
     return {
         "version": version_name(sh.version),
@@ -106,6 +96,6 @@ def server_hello_dict(sh: ServerHello) -> dict:
     }
 
 
-def dumps(record: dict) -> str:
+def dumps(record: Record) -> str:
     """One JSON Lines line, newline included. ASCII-only so a line is a line."""
     return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"

@@ -16,13 +16,15 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 
-from inspector.findings.codes import SEVERITY_RANK, worst_severity
+from inspector.findings.codes import SEVERITY_RANK
+from inspector.records import text
 from inspector.records.escape import safe
 from inspector.records.record import dumps, host_port
+from inspector.records.schema import Record
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[dict], None]
+Sink = Callable[[Record], None]
 
 
 class RecordStream:
@@ -36,7 +38,7 @@ class RecordStream:
         if sink in self._sinks:
             self._sinks.remove(sink)
 
-    def publish(self, record: dict) -> None:
+    def publish(self, record: Record) -> None:
         for sink in list(self._sinks):
             try:
                 sink(record)
@@ -192,7 +194,7 @@ class LinePrinter:
 
     def __call__(self, record: dict) -> None:
         try:
-            self._queue.put_nowait(format_line(record, self._colour))
+            self._queue.put_nowait(text.line(record, self._colour))
         except queue.Full:
             self.dropped += 1
 
@@ -213,41 +215,3 @@ class LinePrinter:
         if self.dropped:
             print(f"tunnel-inspector: {self.dropped} lines not printed: stdout was not being "
                   "read fast enough (the --jsonl records are complete)", file=sys.stderr)
-
-
-_COLOURS = {"error": "\x1b[31m", "warning": "\x1b[33m"}
-_RESET = "\x1b[0m"
-
-
-def format_line(record: dict, colour: bool = False) -> str:
-    """One human-readable line per tunnel; every untrusted field escaped."""
-    c = record["connect"]
-    hs = record["handshake"]
-    sni = record.get("sni")
-    if record.get("client_hello") is None:
-        sni_text = "(not seen)"
-    elif sni is None:
-        sni_text = "(none)"
-    else:
-        sni_text = safe(sni)
-    outcome = hs["outcome"]
-    alert = hs.get("alert")
-    if alert and outcome == "timeout":  # a warning alert, then silence
-        outcome = f"timeout after {alert['from']} alert: {alert['description']}"
-    elif alert:
-        outcome = f"{alert['from']} alert: {alert['description']}"
-    elif outcome == "established" and hs.get("version"):
-        outcome = f"established {hs['version']}"
-    codes = [f["code"] for f in record.get("findings", []) if f["severity"] != "info"]
-    parts = [
-        record["started"][11:19],
-        safe(record.get("client")),
-        f"CONNECT {host_port(safe(c['host']), safe(c['port']))}",
-        f"SNI: {sni_text}",
-        outcome,
-    ]
-    line = "  ".join(parts) + (f"  [{', '.join(codes)}]" if codes else "")
-    sev = worst_severity([f for f in record.get("findings", []) if f["severity"] != "info"])
-    if colour and sev in _COLOURS:
-        return f"{_COLOURS[sev]}{line}{_RESET}"
-    return line

@@ -19,7 +19,7 @@ from inspector.observe.connect_to import ConnectTo, ConnectToError
 from inspector.observe.sni import ip_literal
 from inspector.observe.wire import ClientHello
 from inspector.records.record import Tunnel
-from inspector.records.text import render
+from inspector.records.text import report
 
 EXIT_OK, EXIT_FLAGGED, EXIT_NO_PROBE = 0, 1, 2
 
@@ -78,5 +78,5 @@ async def run_probe(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        print(render(record, colour=sys.stdout.isatty()))
+        print(report(record, colour=sys.stdout.isatty()))
     return EXIT_FLAGGED if record["flagged"] else EXIT_OK

@@ -14,17 +14,18 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from inspector.findings.codes import SEVERITY_RANK
+from inspector.records import text
 from inspector.records.escape import safe
-from inspector.records.record import host_port
+from inspector.records.text import outcome_text, target_text
 
 NO_SEVERITY = -1
 INFO, WARNING, ERROR = SEVERITY_RANK["info"], SEVERITY_RANK["warning"], SEVERITY_RANK["error"]
 
-# How the SNI cell looks: a missing or mismatched SNI is highlighted in the cell.
-# No SNI is only "missing" when the analysis says so (sni-missing): a client that
-# CONNECTs to an IP address rightly sends none (SNI_ABSENT, not highlighted).
-SNI_OK, SNI_NONE, SNI_NOT_SEEN, SNI_MISMATCH, SNI_ABSENT = range(5)
-_SNI_BAD_CODES = {"sni-mismatch", "sni-invalid"}
+# How the SNI cell looks: a missing or mismatched SNI is highlighted in the cell, as
+# the findings say (records/text.py): a client that CONNECTs to an IP address rightly
+# sends none (SNI_ABSENT, not highlighted).
+SNI_OK, SNI_NONE, SNI_NOT_SEEN, SNI_MISMATCH, SNI_ABSENT = (
+    text.SNI_OK, text.SNI_MISSING, text.SNI_NOT_SEEN, text.SNI_MISMATCH, text.SNI_ABSENT)
 
 # Chain verdict labels, worst last (the hosts view shows the worst one seen).
 VERDICTS = ("-", "trusted", "partial", "untrusted")
@@ -49,7 +50,7 @@ class TunnelRow:
     stack: str  # the client's TLS stack (client_hello.stack), "-" when unknown
     target: str  # CONNECT host:port
     sni: str  # display text: the SNI, "(none)" or "(not seen)"
-    sni_state: int
+    sni_state: str  # records/text.py SNI_*
     outcome: str
     verdict: str
     codes: tuple[tuple[str, int], ...]  # (code, severity rank), worst first
@@ -67,22 +68,6 @@ class TunnelRow:
 
 def _rank(severity: object) -> int:
     return SEVERITY_RANK.get(severity, INFO) if isinstance(severity, str) else INFO
-
-
-def target_text(host: object, port: object) -> str:
-    return host_port(safe(host), safe(port))
-
-
-def outcome_text(handshake: dict) -> str:
-    outcome = safe(handshake.get("outcome")) or "?"
-    alert = handshake.get("alert")
-    if isinstance(alert, dict):
-        text = f"{safe(alert.get('from'))} alert {safe(alert.get('description'))}"
-        return f"timeout after {text}" if outcome == "timeout" else text
-    version = handshake.get("version")
-    if outcome == "established" and version:
-        return f"established {safe(version)}"
-    return outcome
 
 
 def chain_verdict(chain: object) -> str:
@@ -159,7 +144,7 @@ class RowBuilder:
             names = frozenset(c for c, _ in codes)
             derived = self._findings[key] = (
                 codes, names, max((r for _, r in codes), default=NO_SEVERITY),
-                bool(names & _SNI_BAD_CODES), "sni-missing" in names,
+                bool(names & text.SNI_BAD_CODES), "sni-missing" in names,
             )
         codes, names, severity, sni_bad, sni_missing = derived
         flagged = get("flagged")
@@ -225,6 +210,10 @@ class HostStats:
     severity: int = NO_SEVERITY
     verdict: str = "-"
     snis: dict[str, int] = field(default_factory=dict)  # SNI cell text -> tunnels
+    # SNI cells the findings called mismatched or invalid, and whether a missing SNI
+    # was a finding (sni-missing): the hosts view styles from these, not from strings
+    bad_snis: set[str] = field(default_factory=set)
+    sni_missing: bool = False
     clients: set[str] = field(default_factory=set)  # client addresses without port
     codes: dict[str, int] = field(default_factory=dict)
     haystacks: set[str] = field(default_factory=set)
@@ -244,6 +233,10 @@ class HostStats:
             snis[row.sni] = n + 1
         elif len(snis) < HOST_SET_CAP:
             snis[row.sni] = 1
+        if row.sni_state == SNI_MISMATCH and len(self.bad_snis) < HOST_SET_CAP:
+            self.bad_snis.add(row.sni)
+        elif row.sni_state == SNI_NONE:
+            self.sni_missing = True
         if len(self.clients) < HOST_SET_CAP:
             self.clients.add(row.client.rsplit(":", 1)[0])
         if len(self.haystacks) < HOST_SET_CAP:

@@ -16,7 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector.records.escape import safe
-from inspector.tui.model import chain_verdict, outcome_text, target_text
+from inspector.records.text import outcome_text, target_text
+from inspector.tui.model import chain_verdict
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "dim"}
 LABEL = "bold"

@@ -13,7 +13,6 @@ from collections.abc import Hashable
 from rich.style import Style
 from textual.binding import Binding
 
-from inspector.observe.sni import ip_literal
 from inspector.tui.messages import HostChosen
 from inspector.tui.model import (
     ERROR,
@@ -81,17 +80,15 @@ class HostsTable(VirtualTable):
     def row_parts(self, pos: int) -> tuple[list[list[Part]], Style | None]:
         h = self.hosts[pos]
         muted = self.style("muted")
-        host = h.target.rsplit(":", 1)[0]
-        by_name = ip_literal(host) is None
         snis: list[Part] = [(f"{len(h.snis)}: " if len(h.snis) > 1 else "", muted)]
         for i, sni in enumerate(h.top_snis(6)):
             if i:
                 snis.append((", ", muted))
-            if sni == "(none)" and by_name:  # an IP address needs no SNI
+            if sni == "(none)" and h.sni_missing:  # as the findings say: sni-missing
                 style = self.style("alarm")
             elif sni in ("(none)", "(not seen)"):
                 style = muted
-            elif by_name and sni.lower().rstrip(".") != host.lower().rstrip("."):
+            elif sni in h.bad_snis:  # sni-mismatch or sni-invalid
                 style = self.style("warning")
             else:
                 style = None

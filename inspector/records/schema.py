@@ -1,0 +1,132 @@
+"""The record's schema, in code: one JSON object per CONNECT tunnel (`schema: 1`).
+
+Every producer (the addon, the probe command) and every consumer (the JSON Lines
+stream and reader, the export, the UI, the text renderer) uses these types; mypy
+checks them. A record read back from a file is untrusted input and is handled as a
+`Record` only after the reader has checked its shape (records/jsonl.py).
+
+Compatibility: fields are only ever added. A reader of `schema: 1` ignores fields it
+does not know; a field that is absent in an older record reads as null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal, TypedDict
+
+SCHEMA = 1
+
+Severity = Literal["error", "warning", "info"]
+Outcome = Literal["established", "server-alert", "client-alert", "closed", "not-tls",
+                  "connect-failed", "timeout"]
+
+
+class Connect(TypedDict):
+    host: str  # as the client wrote it in the CONNECT line (before --connect-to)
+    port: int
+
+
+class Upstream(TypedDict):
+    address: str | None  # where the tunnel's server connection went: host:port
+
+
+class ClientHelloFields(TypedDict, total=False):
+    sni_present: bool
+    alpn: list[str]
+    versions: list[str]  # offered, e.g. "TLSv1.3"
+    cipher_suites: list[str]  # by IANA name, in the client's order
+    groups: list[str]
+    ech: Literal["grease", "outer"] | None
+    ja4: str
+    stack: str | None  # openssl, gnutls, go, java, erlang-otp, boringssl, nss
+    stack_evidence: list[str]
+
+
+class ServerHelloFields(TypedDict):
+    version: str | None
+    cipher_suite: str | None
+    alpn: str | None
+    retry: bool  # a HelloRetryRequest
+
+
+# "from" is a Python keyword: the functional form keeps the JSON name.
+Alert = TypedDict("Alert", {"from": Literal["client", "server"], "code": int | None,
+                            "description": str})
+
+
+class ClientCertificate(TypedDict):
+    requested: bool
+    sent: bool | None
+
+
+class Handshake(TypedDict, total=False):
+    outcome: Outcome
+    version: str | None
+    alert: Alert | None
+    client_certificate: ClientCertificate | None
+    detail: str | None  # how it ended, in a sentence
+    ms: float | None  # from the CONNECT to the decision
+
+
+class Certificate(TypedDict, total=False):
+    subject: str
+    issuer: str
+    not_before: str
+    not_after: str
+    sha256: str
+    key: str  # e.g. "EC secp256r1", "RSA 2048"
+    signature: str
+    in_path: bool  # used by the validated path
+
+
+class Profile(TypedDict):
+    trusted: bool
+    error: str | None
+    kind: str  # "trust" (--trust) or "client" (--client)
+
+
+class Chain(TypedDict, total=False):
+    source: Literal["observed", "probe", "intercept"]
+    certificates: list[Certificate]  # as served
+    profiles: dict[str, Profile]
+    path: list[str]  # sha256 of each certificate of the validated path
+
+
+class FindingFields(TypedDict):
+    code: str  # a key of findings.codes.CODES
+    severity: Severity
+    message: str
+    hint: str
+
+
+class Record(TypedDict, total=False):
+    schema: int
+    id: str  # unique per tunnel
+    started: str  # RFC 3339, UTC, milliseconds
+    client: str | None
+    connect: Connect
+    upstream: Upstream | None
+    sni: str | None  # null: the ClientHello had none
+    client_hello: ClientHelloFields | None  # null: no ClientHello was seen
+    server_hello: ServerHelloFields | None
+    handshake: Handshake
+    chain: Chain | None  # null: no chain is known
+    findings: list[FindingFields]
+    flagged: bool  # a finding is a warning or an error
+
+
+class Export(TypedDict):
+    schema: int
+    exported: str  # RFC 3339, UTC, seconds
+    tunnels: list[Record]
+
+
+def rfc3339(when: float | dt.datetime, timespec: str = "milliseconds") -> str:
+    """A timestamp (seconds since the epoch, or an aware datetime) as RFC 3339 UTC."""
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None:
+            raise ValueError("a record's time must be timezone-aware")
+        moment = when.astimezone(dt.timezone.utc)
+    else:
+        moment = dt.datetime.fromtimestamp(when, dt.timezone.utc)
+    return moment.isoformat(timespec=timespec).replace("+00:00", "Z")
