@@ -18,7 +18,7 @@ from .chain.trust import TrustError, load_client_profile, load_profile
 from .connect_to import ConnectTo, ConnectToError
 from .record import Tunnel
 from .report import render
-from .sni import ip_literal
+from .sni import ip_literal, sni_bytes
 from .wire import ClientHello
 
 EXIT_OK, EXIT_FLAGGED, EXIT_NO_PROBE = 0, 1, 2
@@ -53,8 +53,17 @@ async def run_probe(args: argparse.Namespace) -> int:
 
     judge = ChainJudge(trust, clients, probe_timeout=args.probe_timeout,
                        upstream_proxy=upstream, expiring_days=args.expiring_days)
+    raw = None if sni is None else sni_bytes(sni)
+    try:
+        return await _judged(args, judge, target, host, port, raw)
+    finally:
+        judge.close()
+
+
+async def _judged(args, judge: ChainJudge, target, host: str, port: int, raw: bytes | None) -> int:
+    """Probe with the SNI bytes `raw`, judge, print; the exit code."""
     started = time.time()
-    result = await judge.probe(target, sni)
+    result = await judge.probe(target, raw)
     if result.outcome is None:
         print(f"tunnel-inspector probe: could not probe {args.target}: {result.error}",
               file=sys.stderr)
@@ -67,7 +76,7 @@ async def run_probe(args: argparse.Namespace) -> int:
         connect_port=port,
         started=started,
         upstream=target,
-        client_hello=ClientHello(0x0303, None if sni is None else sni.encode(), sni is not None),
+        client_hello=ClientHello(0x0303, raw, raw is not None),
         outcome=result.outcome,
         version=result.version,
         alert=result.alert,
