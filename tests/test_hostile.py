@@ -323,7 +323,8 @@ def test_the_probe_sends_exactly_the_clients_sni_bytes(start_proxy):
     recorder = HelloRecorder()
     try:
         port = recorder.port
-        p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}", "--handshake-timeout", "2")
+        p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}",
+                        "--handshake-timeout", "2")
         _send_and_close(p.port, port, _hand_hello(sni), wait=1.0)
         rec = _last(p, 1)
         assert rec["sni"] == "\\xff\\xfe.lab.test"

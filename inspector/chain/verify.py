@@ -158,9 +158,8 @@ def verify_chain(
         analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
         return ChainVerdict(infos, *analysis.conclude())
     except _OverBudget:
-        return _too_large(
-            len(certs), f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
-        )
+        why = f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
+        return _too_large(len(certs), why)
 
 
 def _too_large(count: int, why: str) -> ChainVerdict:
@@ -416,7 +415,11 @@ class _Served:
         while not self.self_signed[path[-1]]:
             current = self.certs[path[-1]]
             nxt = next(
-                (i for i, c in enumerate(self.certs) if i not in used and self.budget.issued_by(current, c)),
+                (
+                    i
+                    for i, c in enumerate(self.certs)
+                    if i not in used and self.budget.issued_by(current, c)
+                ),
                 None,
             )
             if nxt is None:

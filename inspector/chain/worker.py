@@ -109,7 +109,8 @@ class VerdictWorkers:
             self._idle.append(worker)
             if status != "ok":
                 log.error("the verdict worker failed on a chain:\n%s", value)
-                raise VerdictUnavailable(f"no chain verdict: the verdict failed ({value.splitlines()[-1]})")
+                last = value.splitlines()[-1]
+                raise VerdictUnavailable(f"no chain verdict: the verdict failed ({last})")
             return value
         finally:
             self._slots.release()
@@ -127,7 +128,9 @@ class VerdictWorkers:
         try:
             worker = _Worker(self._setup, self._all.discard)
         except OSError as e:
-            raise VerdictUnavailable(f"no chain verdict: cannot start the verdict worker ({e})") from None
+            raise VerdictUnavailable(
+                f"no chain verdict: cannot start the verdict worker ({e})"
+            ) from None
         self._all.add(worker)
         return worker
 
