@@ -37,7 +37,9 @@ from inspector.lab.pki import make_cert  # noqa: E402
 
 TARGET_BYTES = 240 * 1024
 RECORD_TIMEOUT = 600.0  # the slowest case: today's code judges the long chain in the loop
-CHECKPOINT = 100  # tunnels between two RSS readings
+# tunnels between two RSS readings; waiting for their records there also keeps the
+# chains queued for the verdict worker under its bound (worker.MAX_WAITING)
+CHECKPOINT = 50
 
 
 class FlightServer:
@@ -165,6 +167,11 @@ def records(path: Path) -> int:
     return len(path.read_bytes().splitlines()) if path.exists() else 0
 
 
+def unjudged(path: Path) -> int:
+    """Records whose verdict was refused or stopped (worker busy, queue full, timeout)."""
+    return sum(b"no chain verdict" in line for line in path.read_bytes().splitlines())
+
+
 def run(code: Path, label: str, ders: list[bytes], tunnels: int, work: Path) -> dict:
     server = FlightServer(ders)
     root = make_cert("bench memory root", ca=True)
@@ -200,9 +207,9 @@ def run(code: Path, label: str, ders: list[bytes], tunnels: int, work: Path) -> 
         after = steps[tunnels]
         workers = [rss_mb(c) for c in children(proc.pid)]
         return {"chain": label, "certificates": len(ders), "chain_kb": sum(map(len, ders)) / 1024,
-                "records": records(jsonl), "seconds": took, "rss_before_mb": before,
-                "rss_after_mb": after, "rss_steps_mb": steps, "worker_rss_mb": sum(workers),
-                "workers": len(workers)}
+                "records": records(jsonl), "unjudged": unjudged(jsonl), "seconds": took,
+                "rss_before_mb": before, "rss_after_mb": after, "rss_steps_mb": steps,
+                "worker_rss_mb": sum(workers), "workers": len(workers)}
     finally:
         proc.terminate()
         try:
@@ -231,7 +238,7 @@ def main() -> int:
                   f"proxy RSS {r['rss_before_mb']:.0f} MB before, {r['rss_after_mb']:.0f} MB after "
                   f"(+{r['rss_after_mb'] - r['rss_before_mb']:.0f} MB); verdict worker "
                   f"{r['worker_rss_mb']:.0f} MB ({r['workers']} process); {r['records']} records "
-                  f"in {r['seconds']:.1f} s")
+                  f"({r['unjudged']} without a verdict) in {r['seconds']:.1f} s")
             steps = ", ".join(f"{n}: {mb:.0f}" for n, mb in r["rss_steps_mb"].items())
             print(f"        RSS after {steps} MB")
     return 0

@@ -16,7 +16,8 @@ from inspector.chain.cache import SharedCache, deep_size
 from inspector.chain.judge import CACHE_BYTES, ChainJudge
 from inspector.chain.probe import ProbeResult
 from inspector.chain.trust import load_profile
-from inspector.chain.verify import verify_chain
+from inspector.chain.verify import ChainVerdict, verify_chain
+from inspector.chain.worker import VerdictUnavailable, VerdictWorkers
 from inspector.lab.pki import make_cert
 from inspector.record import Tunnel
 from inspector.wire import ClientHello
@@ -149,6 +150,30 @@ def test_a_verdict_over_its_time_is_stopped_with_a_finding():
         "probe-failed", "no chain verdict: judging the chain took over 0.1 s, so it was stopped"
     )]
     assert fine_chain is not None and len(fine_chain["certificates"]) == 2
+
+
+def test_chains_waiting_for_the_worker_are_bounded_in_bytes():
+    """Tunnels can bring chains faster than they are judged: past `max_waiting` bytes
+    queued, a verdict is refused at once instead of holding its chain."""
+    chain = _distinct(100)  # ~45 KB
+    size = sum(map(len, chain))
+
+    async def run():
+        workers = VerdictWorkers([load_profile("mozilla")], [], max_waiting=3 * size)
+        try:
+            asks = [workers.verify(chain, sni=f"n{i}.lab.test", connect_host=NAME, now=NOW,
+                                   expiring_days=30) for i in range(8)]
+            return await asyncio.gather(*asks, return_exceptions=True)
+        finally:
+            workers.close()
+
+    results = asyncio.run(run())
+    judged = [r for r in results if isinstance(r, ChainVerdict)]
+    refused = [str(r) for r in results if isinstance(r, VerdictUnavailable)]
+    assert len(judged) == 3 and len(refused) == 5, results
+    assert all(len(v.certificates) == 100 for v in judged)
+    assert all(m.startswith("no chain verdict: 0.") and m.endswith(
+        " MiB of other chains already wait for the verdict worker") for m in refused)
 
 
 # --- the cache's memory budget ----------------------------------------------------

@@ -5,11 +5,12 @@ first asks, the rest await the same task, and later ones within the TTL get the
 stored answer.
 
 The cache is bounded by the memory its entries hold, not by their number: a server
-chooses how large its chain is (a verdict on 100 certificates holds ~100 KB, a probe
-of a 100 KB chain its bytes) and a client chooses how many names it asks for, so a
-count alone lets a few thousand entries take gigabytes. Each entry weighs its
-`deep_size`; past `max_bytes` the entries closest to expiry go first (cachetools'
-TTLCache), and an entry larger than the whole budget is not kept.
+chooses how large its chain is (a verdict on 100 certificates holds 70 to 250 KB as
+their names are short or long, a probe of a 100 KB chain its bytes) and a client
+chooses how many names it asks for, so a count alone lets a few thousand entries take
+gigabytes. Each entry weighs its `deep_size`; past `max_bytes` (default 32 MiB) the
+entries closest to expiry go first (cachetools' TTLCache), and an entry larger than
+the whole budget is not kept.
 """
 
 from __future__ import annotations

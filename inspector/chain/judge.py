@@ -25,7 +25,8 @@ from .verify import ChainVerdict
 from .worker import VERDICT_TIMEOUT, VerdictUnavailable, VerdictWorkers
 
 # What the two caches may hold, each, in bytes of Python objects (cache.deep_size):
-# 64 MiB in all. A verdict weighs ~1 KB per certificate, a probe its chain's DER.
+# 64 MiB in all. A verdict weighs ~0.7 KB per certificate (more with long names), a
+# probe its chain's DER.
 CACHE_BYTES = 32 * 2**20
 
 # Outcomes after which the server's chain says something: the client got (or would

@@ -8,8 +8,10 @@ a thread would still stall the proxy. A child process does not: the proxy only w
 for its answer, in a thread blocked on a pipe.
 
 A verdict waits at most `timeout` for a free worker, then may take `timeout` to be
-judged; past that the worker is killed and the next verdict starts a new one.
-`VerdictUnavailable` carries the sentence for the record.
+judged; past that the worker is killed and the next verdict starts a new one. Chains
+waiting for the worker hold at most `max_waiting` bytes: tunnels arrive faster than
+large chains are judged, and the queue must not grow with them. `VerdictUnavailable`
+carries the sentence for the record.
 
 Wire format on the child's stdin/stdout: a 4-byte length, then a pickle. The first
 frame is the trust profiles (DER), then one request per verdict, one reply each.
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 VERDICT_TIMEOUT = 10.0  # seconds; a bounded verdict takes ~10 ms, the worker's start ~0.3 s
 WORKERS = 1  # verdicts are cached per chain and name: one process keeps up (~100/s)
+MAX_WAITING = 16 * 2**20  # bytes of chains queued: 64 of the largest, thousands of usual ones
 _HEADER = struct.Struct(">I")
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding `inspector`
 
@@ -61,8 +64,11 @@ class VerdictWorkers:
         trust: list[TrustProfile],
         clients: list[TrustProfile],
         timeout: float = VERDICT_TIMEOUT,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self.timeout = timeout
+        self.max_waiting = max_waiting
+        self._waiting = 0  # bytes of the chains asked for and not answered yet
         self._setup = pickle.dumps((_portable(trust), _portable(clients)))
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
@@ -81,6 +87,19 @@ class VerdictWorkers:
     ) -> ChainVerdict:
         if self._closed:
             raise VerdictUnavailable("no chain verdict: the proxy is stopping")
+        size = sum(map(len, chain))
+        if self._waiting + size > self.max_waiting:
+            raise VerdictUnavailable(
+                f"no chain verdict: {self._waiting / 2**20:.1f} MiB of other chains already wait "
+                "for the verdict worker"
+            )
+        self._waiting += size
+        try:
+            return await self._judged(chain, sni, connect_host, now, expiring_days)
+        finally:
+            self._waiting -= size
+
+    async def _judged(self, chain, sni, connect_host, now, expiring_days) -> ChainVerdict:
         try:
             await asyncio.wait_for(self._slots.acquire(), self.timeout)
         except TimeoutError:
