@@ -55,7 +55,7 @@ def test_only_the_relay_module_names_mitmproxy_internals():
     assert offenders == []
 
 
-@pytest.mark.parametrize("package", ["inspector.observe", "inspector.findings"])
+@pytest.mark.parametrize("package", ["inspector.observe", "inspector.findings.codes"])
 def test_pure_packages_import_no_io_framework(package):
     banned = {"mitmproxy", "textual", "asyncio", "OpenSSL", "socket"}
     allowed_io = {"inspector.observe.loop_guard"}  # it binds a socket to test an address
@@ -67,9 +67,9 @@ def test_pure_packages_import_no_io_framework(package):
 
 def test_the_data_path_runs_one_way():
     """observe -> findings -> records: a module never imports from a later stage."""
-    later = {"inspector.observe": ("inspector.findings", "inspector.records", "inspector.chain",
+    later = {"inspector.observe": ("inspector.findings.codes", "inspector.records", "inspector.chain",
                                    "inspector.tui", "inspector.run", "inspector.mitm"),
-             "inspector.findings": ("inspector.tui", "inspector.run", "inspector.mitm")}
+             "inspector.findings.codes": ("inspector.tui", "inspector.run", "inspector.mitm")}
     for name, path in MODULES.items():
         for stage, forbidden in later.items():
             if name.startswith(stage):

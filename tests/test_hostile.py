@@ -3,11 +3,16 @@ clear finding, and the proxy keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
+import threading
 import time
 
 import pytest
+
+from inspector.chain.probe import probe
+from inspector.observe import wire
 
 from .conftest import HOST, connect_tunnel
 
@@ -247,3 +252,99 @@ def test_load_500_mixed_tunnels_50_at_a_time(start_proxy, strict_server, pki):
     assert outcomes.count("server-alert") == 125  # no SNI: refused by the SNI-only server
     assert outcomes.count("client-alert") == 125
     _alive(p, strict_server, pki)
+
+
+def test_sni_with_a_nul_byte_gets_a_finding_not_a_traceback(start_proxy, strict_server):
+    """OpenSSL cannot send such a name, so the probe cannot repeat the client's
+    handshake: one finding says so, the record is written, nothing is printed."""
+    port = strict_server.port
+    p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}", "--handshake-timeout", "2")
+    _send_and_close(p.port, port, _hand_hello(b"nul\x00.lab.test"), wait=1.0)
+    rec = _last(p, 1)
+    assert rec["sni"] == "nul\x00.lab.test"
+    assert rec["handshake"]["outcome"] == "server-alert"  # OpenSSL servers refuse it
+    failed = [f["message"] for f in rec["findings"] if f["code"] == "probe-failed"]
+    assert failed == [
+        "could not fetch the server's chain with the client's SNI (the probe cannot send "
+        "this SNI: OpenSSL refuses a NUL byte in a server name); the chain shown is the one "
+        f"served for {HOST}"
+    ]
+    assert rec["chain"]["source"] == "probe"  # the probe with the CONNECT host still ran
+    code, out, err = p.stop()
+    assert code == 0 and "Traceback" not in err and "Traceback" not in out
+
+
+class HelloRecorder:
+    """A TCP server that keeps the first TLS record of every connection (a ClientHello),
+    then closes: what the tunnel's client and each probe put on the wire."""
+
+    def __init__(self) -> None:
+        self.hellos: list[bytes] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                try:
+                    while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                self.hellos.append(data)
+
+    def snis(self) -> list[bytes | None]:
+        return [wire.parse_client_hello(h[9:]).sni_raw for h in self.hellos if len(h) > 9]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.sock.close()
+
+
+def test_the_probe_sends_exactly_the_clients_sni_bytes(start_proxy):
+    """Invalid UTF-8 in the SNI: the probe repeats the bytes, not their escaped text."""
+    sni = b"\xff\xfe.lab.test"
+    recorder = HelloRecorder()
+    try:
+        port = recorder.port
+        p = start_proxy("--connect-to", f"{HOST}:{port}:127.0.0.1:{port}",
+                        "--handshake-timeout", "2")
+        _send_and_close(p.port, port, _hand_hello(sni), wait=1.0)
+        rec = _last(p, 1)
+        assert rec["sni"] == "\\xff\\xfe.lab.test"
+        # the tunnel, the probe with the client's SNI, the probe with the CONNECT host
+        deadline = time.monotonic() + 10
+        while len(recorder.hellos) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorder.snis() == [sni, sni, HOST.encode()]
+        code, out, err = p.stop()
+        assert code == 0 and "Traceback" not in err
+    finally:
+        recorder.close()
+
+
+@pytest.mark.parametrize("sni,why", [
+    (b"", "OpenSSL sends server names of 1 to 255 bytes, this one has 0"),
+    (b"a" * 256, "OpenSSL sends server names of 1 to 255 bytes, this one has 256"),
+])
+def test_the_probe_says_which_sni_it_cannot_send(sni, why):
+    """OpenSSL would drop such a name silently and probe without SNI: a wrong verdict."""
+    result = asyncio.run(probe("127.0.0.1", 9, sni, timeout=2))
+    assert (result.outcome, result.chain) == (None, None)
+    assert result.error == f"the probe cannot send this SNI: {why}"

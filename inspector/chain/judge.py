@@ -4,8 +4,8 @@ The chain is the one the relay saw (TLS <= 1.2, `observed`), the one mitmproxy's
 upstream handshake got (`intercept`), or a probe's (`probe`). When the client sent no
 SNI, or another name than the CONNECT host, and the tunnel failed, a second probe with
 the CONNECT host tells a server that needs SNI (`sni-required`) from a broken one.
-Probes and verdicts are cached and shared (cache.py); verification itself is pure
-(verify.py).
+Probes and verdicts are cached and shared (cache.py), within a memory budget;
+verification itself is pure (verify.py) and runs in a worker process (worker.py).
 """
 
 from __future__ import annotations
@@ -17,11 +17,17 @@ from urllib.parse import urlsplit
 from inspector.chain.cache import SharedCache
 from inspector.chain.probe import ProbeResult, probe
 from inspector.chain.trust import TrustProfile
-from inspector.chain.verify import ChainVerdict, verify_chain
+from inspector.chain.verify import ChainVerdict
+from inspector.chain.worker import VERDICT_TIMEOUT, VerdictUnavailable, VerdictWorkers
 from inspector.findings.codes import Finding, finding
 from inspector.observe import handshake
-from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host
+from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host, sni_bytes
 from inspector.records.record import Tunnel
+
+# What the two caches may hold, each, in bytes of Python objects (cache.deep_size):
+# 64 MiB in all. A verdict weighs ~0.7 KB per certificate (more with long names), a
+# probe its chain's DER.
+CACHE_BYTES = 32 * 2**20
 
 # Outcomes after which the server's chain says something: the client got (or would
 # have got) a certificate. connect-failed and not-tls never reached one.
@@ -45,6 +51,7 @@ class ChainJudge:
         upstream_proxy: tuple[str, int] | None = None,
         expiring_days: int = 30,
         ttl: float = 600.0,
+        verdict_timeout: float = VERDICT_TIMEOUT,
     ) -> None:
         self.trust = trust
         self.clients = clients
@@ -53,8 +60,15 @@ class ChainJudge:
         self.upstream_proxy = upstream_proxy
         self.expiring_days = expiring_days
         # a probe that never got an answer is not remembered: the next tunnel retries
-        self.probes: SharedCache[ProbeResult] = SharedCache(ttl, keep=lambda r: r.error is None)
-        self.verdicts: SharedCache[ChainVerdict] = SharedCache(ttl)
+        self.probes: SharedCache[ProbeResult] = SharedCache(
+            ttl, CACHE_BYTES, keep=lambda r: r.error is None
+        )
+        self.verdicts: SharedCache[ChainVerdict] = SharedCache(ttl, CACHE_BYTES)
+        self.workers = VerdictWorkers(trust, clients, verdict_timeout)
+
+    def close(self) -> None:
+        """Stop the verdict workers; pending verdicts end with a finding."""
+        self.workers.close()
 
     def stats(self) -> dict:
         return {
@@ -81,34 +95,46 @@ class ChainJudge:
         command's), labelled `source`; otherwise the relay's observed chain or a probe.
         """
         ch = t.client_hello
-        sni = decode_sni(ch.sni_raw) if ch and ch.sni_raw is not None else None
+        sni_raw = ch.sni_raw if ch else None
+        sni = decode_sni(sni_raw) if sni_raw is not None else None
         if ch is not None and ech_mode(t.connect_host, ch) == ECH_OUTER:
-            sni = t.connect_host  # ECH: the SNI is a public name; the real one is the CONNECT host
+            # ECH: the SNI is the provider's public name; the real one is the CONNECT host
+            sni, sni_raw = t.connect_host, sni_bytes(t.connect_host)
         chain, source = (known, source) if known else (t.observed_chain, "observed")
         findings: list[Finding] = []
         primary: ProbeResult | None = None
         if not chain and self.probing:
-            primary = await self.probe(target, sni)
+            primary = await self.probe(target, sni_raw)
             chain, source = primary.chain, "probe"
 
         if self.probing and t.outcome != handshake.ESTABLISHED and _sni_differs(sni, t.connect_host):
-            with_name = await self.probe(target, t.connect_host)
+            with_name = await self.probe(target, sni_bytes(t.connect_host))
             tunnel_failed_at_server = primary is None or not primary.ok
             if with_name.ok and tunnel_failed_at_server:
                 findings.append(_sni_required(sni, t.connect_host))
                 if not chain:
                     chain, source = with_name.chain, "probe"
+                    if primary is not None and primary.error is not None:
+                        findings.append(probe_failed(
+                            f"could not fetch the server's chain with the client's SNI "
+                            f"({primary.error}); the chain shown is the one served for "
+                            f"{t.connect_host}"
+                        ))
 
         if not chain:
             if primary is not None and primary.error is not None:
                 findings.append(probe_failed(f"could not fetch the server's chain: {primary.error}"))
             return None, findings
 
-        verdict = await self._verify(chain, sni, t.connect_host)
-        return verdict.to_dict(source), findings + verdict.findings
+        try:
+            verdict = await self._verify(chain, sni, t.connect_host)
+        except VerdictUnavailable as e:
+            return None, findings + [probe_failed(str(e))]
+        return (verdict.to_dict(source) if verdict.judged else None), findings + verdict.findings
 
-    async def probe(self, target: tuple[str, int], sni: str | None) -> ProbeResult:
-        """A (cached, shared) probe of target with this SNI, via the upstream proxy if any."""
+    async def probe(self, target: tuple[str, int], sni: bytes | None) -> ProbeResult:
+        """A (cached, shared) probe of target with exactly these SNI bytes (None: no
+        SNI), via the upstream proxy if any."""
         host, port = target
 
         async def run() -> ProbeResult:
@@ -123,12 +149,10 @@ class ChainJudge:
         key = (hashlib.sha256(b"".join(chain)).digest(), len(chain), sni, connect_host)
 
         async def run() -> ChainVerdict:
-            return verify_chain(
+            return await self.workers.verify(
                 chain,
                 sni=sni,
                 connect_host=connect_host,
-                trust=self.trust,
-                clients=self.clients,
                 now=dt.datetime.now(dt.timezone.utc),
                 expiring_days=self.expiring_days,
             )

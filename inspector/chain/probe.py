@@ -2,7 +2,9 @@
 
 Needed where the chain cannot be read from the relayed bytes (TLS 1.3 encrypts the
 server's Certificate) and to test a server with another SNI. It sends exactly the
-SNI it is given (none if None), verifies nothing (judging is verify.py's job), and
+SNI bytes it is given (none if None), or, where OpenSSL cannot send them (a NUL byte,
+an empty name, over 255 bytes), no handshake at all and an error that says so. It
+verifies nothing (judging is verify.py's job), and
 reads the handshake's end with the same HandshakeTracker the relay uses, so a probe's
 outcome and a tunnel's outcome mean the same thing.
 
@@ -21,11 +23,12 @@ from inspector.observe.handshake import AlertSeen, HandshakeTracker, connect_err
 
 READ_SIZE = 65536
 MAX_ROUNDS = 64  # a handshake is a handful of flights; this bounds a chatty peer
+MAX_SNI = 255  # OpenSSL's limit for a server name it sends (it drops longer ones silently)
 
 
 @dataclass(frozen=True)
 class ProbeResult:
-    sni: str | None
+    sni: bytes | None
     chain: list[bytes] | None = None  # DER, as served
     outcome: str | None = None  # a handshake.OUTCOMES value; None when it never got there
     version: str | None = None
@@ -49,13 +52,16 @@ def _context() -> SSL.Context:
 async def probe(
     host: str,
     port: int,
-    sni: str | None,
+    sni: bytes | None,
     *,
     timeout: float,
     upstream_proxy: tuple[str, int] | None = None,
     connect_name: tuple[str, int] | None = None,
 ) -> ProbeResult:
     """Handshake with host:port (through an HTTP proxy's CONNECT when given)."""
+    refused = unsendable_sni(sni)
+    if refused is not None:
+        return ProbeResult(sni, error=f"the probe cannot send this SNI: {refused}")
     try:
         return await asyncio.wait_for(
             _probe(host, port, sni, upstream_proxy, connect_name or (host, port)), timeout
@@ -66,6 +72,17 @@ async def probe(
         return ProbeResult(sni, error=connect_error_text(str(e)))
     except _ProxyRefused as e:
         return ProbeResult(sni, error=str(e))
+
+
+def unsendable_sni(sni: bytes | None) -> str | None:
+    """Why OpenSSL cannot put these SNI bytes in a ClientHello, or None if it can."""
+    if sni is None:
+        return None
+    if b"\0" in sni:
+        return "OpenSSL refuses a NUL byte in a server name"
+    if not 1 <= len(sni) <= MAX_SNI:
+        return f"OpenSSL sends server names of 1 to {MAX_SNI} bytes, this one has {len(sni)}"
+    return None
 
 
 class _ProxyRefused(Exception):
@@ -92,7 +109,7 @@ async def _probe(host, port, sni, upstream_proxy, connect_name) -> ProbeResult:
     conn = SSL.Connection(_context(), None)
     conn.set_connect_state()
     if sni is not None:
-        conn.set_tlsext_host_name(sni.encode("ascii", "backslashreplace"))
+        conn.set_tlsext_host_name(sni)
     tracker = HandshakeTracker()
     try:
         for _ in range(MAX_ROUNDS):

@@ -16,6 +16,11 @@ the served chain. When no `--trust` profile accepts the chain, the finding names
 cause (`self-signed`, `incomplete-chain`, `expired`, `hostname-mismatch`,
 `weak-signature`, ...); `untrusted` is for causes no more specific code describes.
 Messages carry certificate subjects verbatim: escaping is the display's job.
+
+The chain comes from a stranger, so the work spent on it is bounded: more than
+MAX_CERTIFICATES certificates, or a served walk that needs more than
+MAX_SIGNATURE_CHECKS signature checks (600 certificates with one name, served in
+reverse, need ~180,000: 21 s), is not judged; the verdict says so (`judged` False).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
 
 MAX_DEPTH = 8  # intermediates the path builder may stack; real chains need 1-3
+MAX_CERTIFICATES = 100  # real chains have 2-4; more is a broken or hostile server
+# One costs 0.07 ms (EC P-256) to ~1 ms (RSA 16384); an honest chain needs about twice
+# its length, where one name served in reverse order needs n²/2.
+MAX_SIGNATURE_CHECKS = 1000
 LISTED = 5  # names or certificates spelled out in one message
 
 LEGACY_CLIENTS = "OpenSSL 1.0.x, GnuTLS < 3.6.14, Android <= 5, Java <= 8u51"
@@ -95,6 +104,7 @@ class ChainVerdict:
     certificates: tuple[CertificateInfo, ...]
     profiles: tuple[ProfileResult, ...]
     findings: list[Finding]
+    judged: bool = True  # False: over the bounds, `findings` says why; no chain object
 
     @property
     def path(self) -> tuple[str, ...]:
@@ -133,6 +143,8 @@ def verify_chain(
     in a tunnel to `connect_host`, judged by the `trust` and `clients` profiles at `now`
     (UTC if naive)."""
     now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
+    if len(chain_der) > MAX_CERTIFICATES:
+        return _too_large(len(chain_der), f"the verdict covers chains of up to {MAX_CERTIFICATES}")
     certs = [_parse(der) for der in chain_der]
     infos = tuple(_info(der, cert) for der, cert in zip(chain_der, certs))
     unusable = _unusable(certs)
@@ -140,9 +152,22 @@ def verify_chain(
         kinds = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
         profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in kinds)
         return ChainVerdict(infos, profiles, [unusable])
-    served = _Served(certs, now)
-    analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
-    return ChainVerdict(infos, *analysis.conclude())
+    try:
+        served = _Served(certs, now, _Budget(MAX_SIGNATURE_CHECKS))
+        analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
+        return ChainVerdict(infos, *analysis.conclude())
+    except _OverBudget:
+        why = f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
+        return _too_large(len(certs), why)
+
+
+def _too_large(count: int, why: str) -> ChainVerdict:
+    return ChainVerdict((), (), [finding(
+        "probe-failed",
+        f"chain too large to judge: {count} certificates ({why})",
+        "real chains have 2 to 4 certificates: serve the leaf and its intermediates only; "
+        "clients cap the chain's size too (OpenSSL at 100 KB)",
+    )], judged=False)
 
 
 # --- parsing ---------------------------------------------------------------------
@@ -240,14 +265,35 @@ def _valid_at(cert: x509.Certificate, moment: dt.datetime) -> bool:
     return cert.not_valid_before_utc <= moment <= cert.not_valid_after_utc
 
 
-def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether `issuer` names and signed `child`, SHA-1 and MD5 signatures included.
+class _OverBudget(Exception):
+    """The chain needs more signature checks than one verdict may spend."""
+
+
+class _Budget:
+    """The signature checks one verdict may still spend."""
+
+    def __init__(self, checks: int) -> None:
+        self.left = checks
+
+    def issued_by(self, child: x509.Certificate, issuer: x509.Certificate) -> bool:
+        """Whether `issuer` names and signed `child`; _OverBudget past the bound."""
+        if child.issuer != issuer.subject:
+            return False  # the cheap test first: most candidates fail on the name
+        self.left -= 1
+        if self.left < 0:
+            raise _OverBudget
+        return _signed_by(child, issuer)
+
+    def issuer_in(self, cert: x509.Certificate, pool) -> x509.Certificate | None:
+        return next((c for c in pool if self.issued_by(cert, c)), None)
+
+
+def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether `issuer`'s key signed `child`, SHA-1 and MD5 signatures included.
 
     cryptography's `verify_directly_issued_by` refuses legacy hashes, and chains signed
     with them are exactly the ones worth explaining, so the signature is checked here.
     """
-    if child.issuer != issuer.subject:
-        return False  # the cheap test first: most candidates fail on the name
     key, signature, tbs = issuer.public_key(), child.signature, child.tbs_certificate_bytes
     try:
         digest = child.signature_hash_algorithm
@@ -265,10 +311,6 @@ def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (InvalidSignature, TypeError, ValueError, UnsupportedAlgorithm):
         return False  # a mismatched key type or an unknown algorithm is not a signature
     return True
-
-
-def _issuer_in(cert: x509.Certificate, pool) -> x509.Certificate | None:
-    return next((c for c in pool if _issued_by(cert, c)), None)
 
 
 def _spki(cert: x509.Certificate) -> bytes:
@@ -354,11 +396,12 @@ def _same_host(a: str, b: str) -> bool:
 class _Served:
     """The parsed served chain and what follows from it alone."""
 
-    def __init__(self, certs: list[x509.Certificate], now: dt.datetime) -> None:
+    def __init__(self, certs: list[x509.Certificate], now: dt.datetime, budget: _Budget) -> None:
         self.certs = certs
         self.leaf = certs[0]
         self.now = now
-        self.self_signed = [_issued_by(c, c) for c in certs]
+        self.budget = budget
+        self.self_signed = [budget.issued_by(c, c) for c in certs]
         self.walk = self._walk()
         self.index = {}  # sha256 -> first served position
         for i, c in enumerate(certs):
@@ -371,7 +414,11 @@ class _Served:
         while not self.self_signed[path[-1]]:
             current = self.certs[path[-1]]
             nxt = next(
-                (i for i, c in enumerate(self.certs) if i not in used and _issued_by(current, c)),
+                (
+                    i
+                    for i, c in enumerate(self.certs)
+                    if i not in used and self.budget.issued_by(current, c)
+                ),
                 None,
             )
             if nxt is None:
@@ -561,7 +608,7 @@ class _Analysis:
         top = self.served.top()
         if self.served.self_signed[top]:
             return walk
-        anchor = _issuer_in(self.served.certs[top], profile.certificates)
+        anchor = self.served.budget.issuer_in(self.served.certs[top], profile.certificates)
         return walk + ([(None, anchor)] if anchor is not None else [])
 
     def _dates_problem(self, profile: TrustProfile, moment: dt.datetime) -> _Diagnosis:
@@ -659,7 +706,7 @@ class _Analysis:
                 f"serve a chain to a root the clients trust; if {_label(top)} is your private CA, "
                 "add it to the clients' trust store",
             )
-        if _issuer_in(top, profile.certificates) is None:
+        if served.budget.issuer_in(top, profile.certificates) is None:
             issuer = top.issuer.rfc4514_string()
             if self._issuer_known(top) or _has_aia_issuer(top):
                 return _Diagnosis(

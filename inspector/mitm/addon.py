@@ -131,7 +131,10 @@ class TunnelInspector:
                 # judging it is our job, and a refusal would hide what was served.
                 ctx.options.ssl_insecure = True
         if updated & _JUDGE_OPTIONS:
-            self.judge = _build_judge()
+            judge = _build_judge()
+            if self.judge is not None:
+                self.judge.close()  # its verdict worker process
+            self.judge = judge
         if "inspector_log_lines" in updated:
             self.stream.unsubscribe(self._log_line)
             if ctx.options.inspector_log_lines:
@@ -368,8 +371,10 @@ class TunnelInspector:
                 handshake.CLOSED, "the proxy stopped before the handshake finished"
             )
             self._finish(cid)
-        if self._judging:  # each is bounded by the probe timeout
+        if self._judging:  # each is bounded by the probe and verdict timeouts
             await asyncio.wait(self._judging)
+        if self.judge is not None:
+            self.judge.close()
         if self._jsonl is not None:
             self._jsonl.close()
 

@@ -44,6 +44,17 @@ def normalise_host(host: str) -> str | None:
     return name
 
 
+def sni_bytes(host: str) -> bytes:
+    """The server_name bytes a client sends for `host`: the A-label form of an IDN,
+    otherwise the name as typed."""
+    if host.isascii():
+        return host.encode("ascii")
+    try:
+        return host.encode("idna")
+    except UnicodeError:
+        return host.encode("utf-8", "surrogateescape")
+
+
 def decode_sni(raw: bytes) -> str:
     """The SNI as text for the record: undecodable bytes stay visible as \\xNN."""
     return raw.decode("utf-8", "backslashreplace")

@@ -16,7 +16,7 @@ from inspector.chain.judge import ChainJudge, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.findings.tunnel import tunnel_findings
 from inspector.observe.connect_to import ConnectTo, ConnectToError
-from inspector.observe.sni import ip_literal
+from inspector.observe.sni import ip_literal, sni_bytes
 from inspector.observe.wire import ClientHello
 from inspector.records.record import Tunnel
 from inspector.records.text import report
@@ -53,8 +53,17 @@ async def run_probe(args: argparse.Namespace) -> int:
 
     judge = ChainJudge(trust, clients, probe_timeout=args.probe_timeout,
                        upstream_proxy=upstream, expiring_days=args.expiring_days)
+    raw = None if sni is None else sni_bytes(sni)
+    try:
+        return await _judged(args, judge, target, host, port, raw)
+    finally:
+        judge.close()
+
+
+async def _judged(args, judge: ChainJudge, target, host: str, port: int, raw: bytes | None) -> int:
+    """Probe with the SNI bytes `raw`, judge, print; the exit code."""
     started = time.time()
-    result = await judge.probe(target, sni)
+    result = await judge.probe(target, raw)
     if result.outcome is None:
         print(f"tunnel-inspector probe: could not probe {args.target}: {result.error}",
               file=sys.stderr)
@@ -67,7 +76,7 @@ async def run_probe(args: argparse.Namespace) -> int:
         connect_port=port,
         started=started,
         upstream=target,
-        client_hello=ClientHello(0x0303, None if sni is None else sni.encode(), sni is not None),
+        client_hello=ClientHello(0x0303, raw, raw is not None),
         outcome=result.outcome,
         version=result.version,
         alert=result.alert,
