@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from .conftest import require_tool
+from .support import require_tool
 
 SCREEN_TIMEOUT = 60.0
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from .conftest import HOST, connect_tunnel
+from inspector.lab.http1 import connect_tunnel
+
+from .support import HOST
 
 
 def _client_hello(sni: str = HOST) -> bytes:

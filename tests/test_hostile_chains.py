@@ -7,9 +7,9 @@ import socket
 import ssl
 import threading
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import make_cert
 
-from .conftest import connect_tunnel
 
 NAME = "fake.lab.test"
 

@@ -15,11 +15,11 @@ import sys
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import make_cert
 from inspector.lab.server import TLSServer
 
-from .conftest import (HOST, connect_tunnel, env_without_proxy, require_tool,
-                       tls_through_proxy)
+from .support import HOST, env_without_proxy, require_tool, tls_through_proxy
 
 
 def codes(record):

@@ -16,7 +16,7 @@ import pytest
 
 from inspector.mitm.limits import Unrecorded
 
-from .conftest import HOST, ProxyProcess, tls_through_proxy
+from .support import HOST, ProxyProcess, tls_through_proxy
 
 
 class LimitedProxy(ProxyProcess):

@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.records.jsonl import JsonlReader, Problem
 
-from .conftest import HOST, connect_tunnel, tls_through_proxy
+from .support import HOST, tls_through_proxy
 
 
 def _cli(*args, env=None, timeout=30):

@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.tui import FileFeed, InspectorApp
 from inspector.tui.detail import render_detail
 from inspector.tui.model import SNI_MISMATCH, SNI_NONE
 
-from .conftest import HOST, ProxyProcess, connect_tunnel, tls_through_proxy
+from .support import HOST, ProxyProcess, tls_through_proxy
 
 SIZE = (160, 45)
 DEAD = "dead.lab.test"

@@ -17,7 +17,7 @@ from inspector.tui.feeds import PROBLEMS_REPORTED
 from inspector.tui.header.status import status_text
 from inspector.tui.store import RecordSpool
 
-from .conftest import HOST, tls_through_proxy
+from .support import HOST, tls_through_proxy
 
 
 def rec(i: int, **extra) -> dict:
