@@ -7,7 +7,7 @@ import socket
 import ssl
 import threading
 
-from inspector.lab.http1 import connect_tunnel
+from inspector.lab.http1 import connect_tunnel, read_head
 from inspector.lab.pki import make_cert
 
 
@@ -73,9 +73,11 @@ def _through(start_proxy, ders):
         p = start_proxy("--connect-to", f"{NAME}:{server.port}:127.0.0.1:{server.port}", "--no-probe")
         _tunnel(p.port, server)
         rec = p.records(1)[0]
-        # the proxy still answers after the abuse
-        with socket.create_connection(("127.0.0.1", p.port), timeout=5):
-            pass
+        # the proxy still answers a CONNECT after the abuse (a bare TCP connect would
+        # succeed even with the proxy stopped: the kernel accepts into the backlog)
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(f"CONNECT {NAME}:{server.port} HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode())
+            assert read_head(s).startswith(b"HTTP/1.1 "), "the proxy did not answer a CONNECT"
         return rec
     finally:
         server.close()
