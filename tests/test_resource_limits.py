@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import resource
 import socket
-import ssl
 import subprocess
 import sys
 import time
