@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.server import TLSServer
 
-from .conftest import HOST, connect_tunnel, env_without_proxy, require_tool, tls_through_proxy
+from .support import HOST, env_without_proxy, require_tool, tls_through_proxy
 
 
 def codes(rec):

@@ -6,10 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 
-from .conftest import require_tool
+from .support import require_tool, wait_for
 
 SCREEN_TIMEOUT = 60.0
 
@@ -39,14 +38,18 @@ def _screen(session: str) -> str:
 
 
 def _wait_for(session: str, text: str) -> str:
-    deadline = time.monotonic() + SCREEN_TIMEOUT
     screen = ""
-    while time.monotonic() < deadline:
+
+    def shown() -> bool:
+        nonlocal screen
         screen = _screen(session)
-        if text in screen:
-            return screen
-        time.sleep(0.3)
-    raise AssertionError(f"{text!r} never appeared on screen:\n{screen}")
+        return text in screen
+
+    try:
+        wait_for(shown, SCREEN_TIMEOUT, f"{text!r} on screen", interval=0.3)
+    except AssertionError as e:
+        raise AssertionError(f"{e}:\n{screen}") from None
+    return screen
 
 
 def test_demo_in_a_real_terminal(tmp_path):
@@ -68,13 +71,8 @@ def test_demo_in_a_real_terminal(tmp_path):
         row = next(x for x in hosts.splitlines() if x.strip().startswith("sni-only.lab.test:443"))
         assert row.split()[1:3] == ["3", "2"]  # 3 tunnels, 2 flagged (no SNI, other SNI)
         subprocess.run([tmux, "send-keys", "-t", session, "q"], timeout=10)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            alive = subprocess.run([tmux, "has-session", "-t", session], capture_output=True)
-            if alive.returncode != 0:
-                break
-            time.sleep(0.3)
-        else:
-            raise AssertionError("the demo did not quit on q")
+        wait_for(lambda: subprocess.run([tmux, "has-session", "-t", session],
+                                        capture_output=True).returncode != 0,
+                 20, "the demo to quit on q", interval=0.3)
     finally:
         subprocess.run([tmux, "kill-session", "-t", session], capture_output=True)

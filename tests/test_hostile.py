@@ -12,9 +12,10 @@ import time
 import pytest
 
 from inspector.chain.probe import probe
+from inspector.lab.http1 import connect_tunnel
 from inspector.observe import wire
 
-from .conftest import HOST, connect_tunnel
+from .support import HOST, wait_for
 
 
 def _client_hello(sni: str = HOST) -> bytes:
@@ -174,7 +175,7 @@ def test_client_disconnects_mid_handshake(proxy, strict_server, pki):
     hello = _client_hello()
     with connect_tunnel(proxy.port, HOST, strict_server.port) as s:
         s.sendall(hello)
-        time.sleep(0.2)  # the server's flight is on its way; the client walks away
+        assert s.recv(1)  # the server's flight is arriving; the client walks away
     rec = _last(proxy, 1)
     assert rec["sni"] == HOST
     assert rec["handshake"]["outcome"] in ("closed", "established", "client-alert")
@@ -329,9 +330,7 @@ def test_the_probe_sends_exactly_the_clients_sni_bytes(start_proxy):
         rec = _last(p, 1)
         assert rec["sni"] == "\\xff\\xfe.lab.test"
         # the tunnel, the probe with the client's SNI, the probe with the CONNECT host
-        deadline = time.monotonic() + 10
-        while len(recorder.hellos) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: len(recorder.hellos) >= 3, what="the tunnel's and two probes' hellos")
         assert recorder.snis() == [sni, sni, HOST.encode()]
         code, out, err = p.stop()
         assert code == 0 and "Traceback" not in err

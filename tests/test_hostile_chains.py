@@ -17,9 +17,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import DAY, NOW, make_cert, make_key
 
-from .conftest import HOST, connect_tunnel
+from .support import HOST
 
 NAME = "fake.lab.test"
 ALIVE_BOUND = 5.0  # seconds a good CONNECT + TLS handshake may take in the liveness check

@@ -14,7 +14,7 @@ import pytest
 
 from inspector.lab.http1 import read_head
 
-from .conftest import HOST, tls_through_proxy
+from .support import HOST, tls_through_proxy
 
 
 def _free_port() -> int:

@@ -15,10 +15,11 @@ import sys
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import make_cert
 from inspector.lab.server import TLSServer
 
-from .conftest import HOST, connect_tunnel, env_without_proxy, require_tool, tls_through_proxy
+from .support import HOST, env_without_proxy, require_tool, tls_through_proxy, wait_for
 
 
 def codes(record):
@@ -426,9 +427,7 @@ def test_addon_runs_standalone_under_mitmdump(tmp_path, strict_server, pki):
         assert proxy_port, "mitmdump did not start"
         with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=HOST):
             pass
-        deadline = time.monotonic() + 10
-        while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: jsonl.exists() and jsonl.read_text(), 10, "the record")
         import json
         rec = json.loads(jsonl.read_text().splitlines()[0])
         assert rec["sni"] == HOST and rec["handshake"]["outcome"] == "established"

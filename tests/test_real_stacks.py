@@ -14,8 +14,8 @@ import pytest
 from inspector.lab.chains import build_chain_lab
 from inspector.observe.handshake import CLIENT_LEFT_SILENTLY, CLOSED_AFTER_HANDSHAKE
 
-from .conftest import ProxyProcess
 from .real_stacks import RUNNERS, Case, ToolMissing
+from .support import ProxyProcess
 
 # case id -> (lab scenario, SNI: "host" | "none" | "other", highest version)
 CASES = {

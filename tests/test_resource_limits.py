@@ -15,7 +15,7 @@ import pytest
 
 from inspector.mitm.limits import Unrecorded
 
-from .conftest import HOST, ProxyProcess, tls_through_proxy
+from .support import HOST, ProxyProcess, tls_through_proxy, wait_for
 
 
 class LimitedProxy(ProxyProcess):
@@ -78,10 +78,8 @@ def test_the_soft_open_file_limit_is_raised_so_1100_idle_clients_do_not_lock_out
     socks = _silent_sockets(p.port, 1100)
     try:
         assert _soft_limit(p.proc.pid) > 1024
-        deadline = time.monotonic() + 60
-        while _fds(p.proc.pid) < 1100:  # every idle client accepted and holding a descriptor
-            assert time.monotonic() < deadline, f"only {_fds(p.proc.pid)} descriptors in use"
-            time.sleep(0.1)
+        # every idle client accepted and holding a descriptor
+        wait_for(lambda: _fds(p.proc.pid) >= 1100, 60, "1100 descriptors in use", interval=0.1)
         _good_tunnel(p.port, strict_server, pki)
         recs = p.records(1)
         assert [r["handshake"]["outcome"] for r in recs] == ["established"]

@@ -25,7 +25,7 @@ from inspector.records import stream
 from inspector.records.stream import JsonlSink
 from inspector.run.report import EXIT_NOT_WRITTEN, RunReport
 
-from .conftest import HOST, tls_through_proxy
+from .support import HOST, tls_through_proxy
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

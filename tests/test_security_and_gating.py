@@ -11,11 +11,11 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 
+from inspector.lab.http1 import connect_tunnel
 from inspector.records.jsonl import JsonlReader, Problem
 
-from .conftest import HOST, connect_tunnel, tls_through_proxy
+from .support import HOST, tls_through_proxy, wait_for
 
 
 def _cli(*args, env=None, timeout=30):
@@ -55,11 +55,11 @@ def test_proxy_auth_is_enforced(start_proxy, strict_server, pki):
         with ctx.wrap_socket(s, server_hostname=HOST):
             pass
     p.records(1)
-    time.sleep(0.3)  # a record for the refused CONNECT would have been written by now
+    # Once the proxy has stopped, every record it will ever write is written.
+    code, _, err = p.stop()
     recs = p.records(1)
     assert len(recs) == 1 and recs[0]["handshake"]["outcome"] == "established"
     # no record for the refused attempt, but it is not silent either
-    code, _, err = p.stop()
     assert code == 0
     assert f"CONNECT {HOST}:{port} answered 407 (--proxy-auth)" in err
 
@@ -82,9 +82,7 @@ def test_files_are_private_and_passthrough_writes_no_ca(tmp_path, strict_server,
                 pass
         except ssl.SSLError:
             pass
-        deadline = time.monotonic() + 10
-        while not (jsonl.exists() and jsonl.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: jsonl.exists() and jsonl.read_text(), 10, "the record")
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=15)

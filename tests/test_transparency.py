@@ -12,7 +12,9 @@ import threading
 
 import pytest
 
-from .conftest import HOST, connect_tunnel
+from inspector.lab.http1 import connect_tunnel
+
+from .support import HOST
 
 TIMEOUT = 30.0
 

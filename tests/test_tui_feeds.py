@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import socket
-import time
 
 import pytest
 
@@ -17,7 +16,7 @@ from inspector.tui.feeds import PROBLEMS_REPORTED
 from inspector.tui.header.status import status_text
 from inspector.tui.store import RecordSpool
 
-from .conftest import HOST, tls_through_proxy
+from .support import HOST, RunningUI, tls_through_proxy, wait_for
 
 
 def rec(i: int, **extra) -> dict:
@@ -149,16 +148,16 @@ def test_follow_stops_when_the_file_is_replaced(tmp_path, caplog):
     path.write_text(line(rec(1)))
     got = []
 
+    def stopped_following() -> bool:
+        return any("stopped following" in r.getMessage() for r in caplog.records)
+
     async def run():
         feed = FileFeed(path, follow=True, poll_interval=0.05)
         await feed.start(lambda r, ref: got.append(r["id"]))
-        await asyncio.sleep(0.2)
+        assert await asyncio.to_thread(feed.loaded.wait, 5)  # the file as it was: t1
         path.unlink()
         path.write_text(line(rec(9)))
-        deadline = time.monotonic() + 5
-        while feed._thread.is_alive() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        assert not feed._thread.is_alive()
+        await asyncio.to_thread(wait_for, stopped_following, 5, "the feed to stop following")
         await feed.stop()
 
     with caplog.at_level(logging.WARNING, logger="inspector.tui.feeds"):
@@ -187,16 +186,16 @@ def test_spool_keeps_records_out_of_memory_and_reads_them_back():
 # --- the live proxy, in the UI's own event loop ------------------------------------------------
 
 
-async def _listening_port(app: InspectorApp, pilot) -> int:
+async def _listening_port(ui: RunningUI) -> int:
     """The port once the app's proxy listens (bounded: 10 s)."""
-    deadline = time.monotonic() + 10
-    while not app.status.source.startswith("listening on"):
-        assert time.monotonic() < deadline and app.start_error is None, app.status.source
-        await pilot.pause(0.05)
+    app = ui.app
+    await ui.wait_for(lambda: app.status.source.startswith("listening on") or app.start_error,
+                      what="the proxy to listen")
+    assert app.start_error is None, app.start_error
     return int(app.status.source.rsplit(":", 1)[1])
 
 
-def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
+def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki, running_app):
     from inspector.mitm.addon import TunnelInspector
 
     port = strict_server.port
@@ -207,8 +206,8 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
     async def run():
         feed = ProxyFeed([addon], options, addon.stream)
         app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
-        async with app.run_test(size=(160, 45)) as pilot:
-            proxy_port = await _listening_port(app, pilot)
+        async with running_app(app) as ui:
+            proxy_port = await _listening_port(ui)
 
             def client():
                 with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=HOST):
@@ -218,16 +217,13 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
                         pass
 
             await asyncio.to_thread(client)
-            deadline = time.monotonic() + 20
-            while len(app.model.rows) < 2:
-                assert time.monotonic() < deadline, "no records reached the table"
-                await pilot.pause(0.1)
+            await ui.wait_for(lambda: len(app.model.rows) >= 2, 20, "both records in the table")
             rows = {r.sni: r for r in app.model.rows}
             assert rows[HOST].outcome.startswith("established") and rows[HOST].spooled
             assert "sni-missing" in dict(rows["(none)"].codes)
-            await pilot.press("f")  # the flagged one only; enter reads it back from the spool
-            await pilot.press("enter")
-            await pilot.pause(0.2)
+            await ui.press("f")  # the flagged one only; enter reads it back from the spool
+            await ui.press("enter")
+            await ui.wait_for(lambda: app.detail.display, what="the detail pane")
             assert app.detail.record_id == rows["(none)"].id
         # the proxy stopped with the app: its port is free again
         with socket.socket() as s:
@@ -236,7 +232,7 @@ def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki):
     asyncio.run(run())
 
 
-def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
+def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path, running_app):
     """A 407 opens no tunnel, so no row: the header's count is what shows a client that
     never sends credentials."""
     from inspector.mitm.addon import TunnelInspector
@@ -247,8 +243,8 @@ def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
     async def run():
         feed = ProxyFeed([addon], options, addon.stream)
         app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
-        async with app.run_test(size=(160, 45)) as pilot:
-            proxy_port = await _listening_port(app, pilot)
+        async with running_app(app) as ui:
+            proxy_port = await _listening_port(ui)
 
             def refused() -> bytes:
                 with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
@@ -257,16 +253,14 @@ def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path):
 
             for _ in range(2):
                 assert (await asyncio.to_thread(refused)).startswith(b"HTTP/1.1 407")
-            deadline = time.monotonic() + 10
-            while "auth refused 2" not in (header := status_text(app.model, app.status).plain):
-                assert time.monotonic() < deadline, header
-                await pilot.pause(0.1)
+            await ui.shows("auth refused 2")
+            assert "auth refused 2" in status_text(app.model, app.status).plain
             assert not app.model.rows
 
     asyncio.run(run())
 
 
-def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path):
+def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path, running_app):
     from inspector.mitm.addon import TunnelInspector
 
     busy = socket.socket()
@@ -277,11 +271,8 @@ def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path):
 
     async def run():
         app = InspectorApp(ProxyFeed([addon], options, addon.stream), export_dir=tmp_path, log_path=None)
-        async with app.run_test(size=(160, 45)) as pilot:
-            deadline = time.monotonic() + 10
-            while app.start_error is None:
-                assert time.monotonic() < deadline
-                await pilot.pause(0.05)
+        async with running_app(app) as ui:
+            await ui.wait_for(lambda: app.start_error is not None, what="the start error")
         return app
 
     try:

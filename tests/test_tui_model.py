@@ -116,12 +116,17 @@ def test_filter_is_a_list_of_indices_and_keeps_up_with_new_rows():
 def test_hosts_aggregate_lazily_and_bound_their_sets():
     model = TunnelModel()
     b = RowBuilder()
-    rows = [b.build(rec(i, sni=f"s{i}.test"), i, False) for i in range(HOST_SET_CAP + 50)]
+    # more distinct SNIs, client addresses and search texts than a host keeps
+    over = HOST_SET_CAP + 50
+    rows = [b.build(rec(i, sni=f"s{i}.test", client=f"10.0.{i // 250}.{i % 250}:{40000 + i}"), i, False)
+            for i in range(over)]
     rows.append(b.build(rec(999, sni=None, findings=[finding("sni-missing")]), 999, False))
+    assert len({r.client.rsplit(":", 1)[0] for r in rows}) > HOST_SET_CAP
     model.add(rows)
     host = model.hosts["a.test:443"]
     assert host.tunnels == len(rows) and host.flagged == 1 and host.severity == ERROR
-    assert len(host.snis) == HOST_SET_CAP and len(host.clients) <= HOST_SET_CAP
+    assert len(host.snis) == len(host.clients) == len(host.haystacks) == HOST_SET_CAP
+    assert sum(host.snis.values()) == HOST_SET_CAP  # past the cap, a new SNI is not counted
     assert host.codes == {"sni-missing": 1}
     model.add([b.build(rec(1000, host="b.test", findings=[finding("expired")]), 1000, False)])
     view = model.hosts_view()

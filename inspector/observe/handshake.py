@@ -316,6 +316,10 @@ class HandshakeTracker:
         else:
             self._decide(ESTABLISHED, None)
             self._watching = True
+            # From now on only record types and sizes matter: keep no payloads.
+            for side in (self._client, self._server):
+                side.records.keep_headers_only()
+                side.handshake = wire.HandshakeReader(HANDSHAKE_MESSAGE_LIMIT)
 
     def _watch(self, from_client: bool, record: wire.Record) -> None:
         """After the handshake: the client's first data settles it; an alert first (its
@@ -328,7 +332,7 @@ class HandshakeTracker:
                 self._settle(None)
             return
         alert_max = tls13_record_bounds(self.server_hello.cipher_suite)[0] if self._tls13() else -1
-        if record.type == wire.APPLICATION_DATA and len(record.payload) > alert_max:
+        if record.type == wire.APPLICATION_DATA and record.size > alert_max:
             self._settle(None)
         else:  # its close_notify: whoever's EOF the relay sees first, the client is leaving
             self._settle(CLOSED_AFTER_HANDSHAKE)

@@ -105,7 +105,12 @@ def is_grease(value: int) -> bool:
 class Record:
     type: int
     version: int
-    payload: bytes
+    payload: bytes  # empty when read by a headers-only reader
+    length: int = -1  # the payload's length on the wire
+
+    @property
+    def size(self) -> int:
+        return self.length if self.length >= 0 else len(self.payload)
 
 
 def looks_like_tls(prefix: bytes, from_client: bool = True) -> bool:
@@ -121,12 +126,34 @@ def looks_like_tls(prefix: bytes, from_client: bool = True) -> bool:
 
 
 class RecordReader:
-    """Reassembles TLS records from an arbitrarily split byte stream."""
+    """Reassembles TLS records from an arbitrarily split byte stream.
+
+    After keep_headers_only(), payloads are counted past, not kept (Record.size tells
+    their length): for watching what follows a handshake, where only a record's type
+    and size matter, so a partial 16 KiB record costs nothing while the tunnel waits.
+    """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._headers_only = False
+        self._skip = 0  # payload bytes of the last record still to pass (headers_only)
+        self._ready: list[Record] = []  # a partial record's header, read when switching
+
+    def keep_headers_only(self) -> None:
+        """From now on count payloads past instead of keeping them. A record already
+        begun is reported by its header at the next feed."""
+        if len(self._buf) >= RECORD_HEADER:
+            rtype, version = self._buf[0], int.from_bytes(self._buf[1:3], "big")
+            length = int.from_bytes(self._buf[3:5], "big")
+            self._ready.append(Record(rtype, version, b"", length))
+            self._skip = max(0, length - (len(self._buf) - RECORD_HEADER))
+            self._buf.clear()
+        self._headers_only = True
 
     def feed(self, data: bytes) -> list[Record]:
+        if self._headers_only:
+            ready, self._ready = self._ready, []
+            return ready + self._feed_headers(data)
         self._buf += data
         records = []
         while len(self._buf) >= RECORD_HEADER:
@@ -144,6 +171,29 @@ class RecordReader:
             payload = bytes(self._buf[RECORD_HEADER : RECORD_HEADER + length])
             del self._buf[: RECORD_HEADER + length]
             records.append(Record(rtype, version, payload))
+        return records
+
+    def _feed_headers(self, data: bytes) -> list[Record]:
+        records = []
+        pos = 0
+        while pos < len(data):
+            if self._skip:
+                step = min(self._skip, len(data) - pos)
+                self._skip -= step
+                pos += step
+                continue
+            need = RECORD_HEADER - len(self._buf)
+            self._buf += data[pos : pos + need]
+            pos += min(need, len(data) - pos)
+            if len(self._buf) < RECORD_HEADER:
+                break
+            rtype, version = self._buf[0], int.from_bytes(self._buf[1:3], "big")
+            length = int.from_bytes(self._buf[3:5], "big")
+            self._buf.clear()
+            if rtype not in (CHANGE_CIPHER_SPEC, ALERT, HANDSHAKE, APPLICATION_DATA) or version >> 8 != 0x03:
+                raise WireError(f"record type {rtype}, version 0x{version:04x} is not TLS")
+            records.append(Record(rtype, version, b"", length))
+            self._skip = length
         return records
 
     @property
