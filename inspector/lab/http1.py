@@ -4,14 +4,24 @@ the proxy, and reading a request or response head."""
 from __future__ import annotations
 
 import socket
+import ssl
 
 
 def read_head(sock: socket.socket, limit: int = 65536) -> bytes:
     """Bytes up to and including the blank line ending a head; what came if the peer
-    closed first or the head passed `limit`."""
+    closed first or the head passed `limit`. On a plain socket nothing after the head
+    is consumed: a server that speaks first may send its greeting right behind the
+    proxy's 200 (a TLS socket cannot peek; there the head is all the peer sends)."""
+    peek = not isinstance(sock, ssl.SSLSocket)
     head = b""
     while b"\r\n\r\n" not in head and len(head) < limit:
-        chunk = sock.recv(4096)
+        if not peek:
+            chunk = sock.recv(4096)
+        elif ahead := sock.recv(4096, socket.MSG_PEEK):
+            end = (head[-3:] + ahead).find(b"\r\n\r\n")
+            chunk = sock.recv(len(ahead) if end < 0 else end + 4 - len(head[-3:]))
+        else:
+            chunk = b""
         if not chunk:
             break
         head += chunk
