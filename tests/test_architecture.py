@@ -111,3 +111,12 @@ def test_open_does_not_load_mitmproxy(tmp_path):
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mitmproxy'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_connection_handler_internals_are_touched_in_relay_py_only():
+    """mitmproxy's ConnectionHandler (its transports, its timeout) is no addon API: the
+    one module that relies on it says why at each use."""
+    for name, path in MODULES.items():
+        if name != "inspector.mitm.relay":
+            text = path.read_text()
+            assert ".transports" not in text and "on_timeout(" not in text, name

@@ -25,7 +25,7 @@ from OpenSSL import crypto
 from inspector.chain.judge import ChainJudge, probe_failed, upstream_proxy_address
 from inspector.chain.trust import TrustError, load_client_profile, load_profile
 from inspector.findings.tunnel import bad_request_finding, loop_finding, tunnel_findings
-from inspector.mitm import accept, head_guard, limits
+from inspector.mitm import accept, head_guard, limits, relay
 from inspector.mitm.relay import TunnelRelay, is_inside_connect
 from inspector.observe import handshake, loop_guard, wire
 from inspector.observe.bad_request import OPENING_BYTES, bad_request_detail, unparsed_target
@@ -463,13 +463,11 @@ class TunnelInspector:
 
     def _head_timed_out(self, cid: str) -> None:
         self._head_timers.pop(cid, None)
-        handler = self._proxyserver.connections.get(cid) if self._proxyserver else None
-        if handler is None:
+        task = relay.close_idle(cid)
+        if task is None:
             return
         self._opening.pop(cid, None)  # closed unanswered: no tunnel, so no record
         self.unrecorded.add(limits.HEAD_TIMED_OUT)
-        # mitmproxy's own way to close an idle connection: cancel its reader.
-        task = asyncio.ensure_future(handler.on_timeout())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 

@@ -18,6 +18,7 @@ from mitmproxy.master import Master
 from mitmproxy.options import Options
 
 from inspector.chain.judge import upstream_proxy_address
+from inspector.mitm import relay
 from inspector.observe.loop_guard import is_local_address, loop_reason, numeric_address
 from inspector.records.record import host_port
 
@@ -113,26 +114,7 @@ class Proxy:
         proxyserver = self.master.addons.get("proxyserver")
         # run() returning does not close the listening socket.
         await proxyserver.servers.update([])
-        await _close_connections(proxyserver)
-
-
-async def _close_connections(proxyserver, timeout: float = 5.0) -> None:
-    """End the tunnels still open, the way mitmproxy ends one whose client left.
-
-    Left to asyncio.run()'s final cancellation instead, each open tunnel's handler dies
-    with a CancelledError traceback on Python 3.11. Assumption (mitmproxy internals):
-    `proxyserver.connections` maps client ids to ConnectionHandlers, whose
-    `transports[client].handler` is the task reading the client; cancelling it makes
-    handle_client close the other transports and fire client_disconnected.
-    """
-    handlers = list(proxyserver.connections.values())
-    for handler in handlers:
-        io = handler.transports.get(handler.client)
-        if io is not None and io.handler is not None:
-            io.handler.cancel("the proxy is stopping")
-    deadline = asyncio.get_running_loop().time() + timeout
-    while proxyserver.connections and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)
+        await relay.close_connections(proxyserver)
 
 
 async def _upstream_loop(host: str, port: int, listening: list) -> str | None:

@@ -151,6 +151,34 @@ def _io_pair(client: Connection):
     return (handler.transports[client], others[0]) if len(others) == 1 else None
 
 
+def close_idle(client_id: str) -> asyncio.Task | None:
+    """Close a connection the way mitmproxy closes an idle one (its inactivity timeout
+    cancels the reader), or None if it is gone. Assumption: the handler's
+    `on_timeout()` does exactly that."""
+    server = ctx.master.addons.get("proxyserver") if ctx.master else None
+    handler = server.connections.get(client_id) if server is not None else None
+    return None if handler is None else asyncio.ensure_future(handler.on_timeout())
+
+
+async def close_connections(proxyserver, timeout: float = 5.0) -> None:
+    """End the tunnels still open, the way mitmproxy ends one whose client left.
+
+    Left to asyncio.run()'s final cancellation instead, each open tunnel's handler dies
+    with a CancelledError traceback on Python 3.11. Assumption (mitmproxy internals):
+    `proxyserver.connections` maps client ids to ConnectionHandlers, whose
+    `transports[client].handler` is the task reading the client; cancelling it makes
+    handle_client close the other transports and fire client_disconnected.
+    """
+    handlers = list(proxyserver.connections.values())
+    for handler in handlers:
+        io = handler.transports.get(handler.client)
+        if io is not None and io.handler is not None:
+            io.handler.cancel("the proxy is stopping")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while proxyserver.connections and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
+
+
 def _half_close(client: Connection, conn: Connection) -> bool:
     """Shut down the write side of `conn`'s socket (after what is queued), as a FIN.
 
