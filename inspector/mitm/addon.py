@@ -38,6 +38,8 @@ from inspector.records.stream import JsonlSink, RecordStream, format_line
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"
+
 
 class _Live:
     """One tunnel in progress. (A plain class: mitmdump -s loads this file outside
@@ -105,6 +107,12 @@ class TunnelInspector:
         _prepare_process()  # a no-op if load() already ran inside the event loop
 
     def configure(self, updated) -> None:
+        if "listen_host" in updated and ctx.options.listen_host == "":
+            # mitmproxy's default, every interface, is an open relay (mitmdump -s): bind
+            # loopback unless an address was given (--set listen_host=0.0.0.0).
+            ctx.options.listen_host = LOOPBACK
+            log.warning("tunnel-inspector: listening on %s only (every interface: "
+                        "--set listen_host=0.0.0.0)", LOOPBACK)
         for name in sorted(updated & BY_MITM_NAME.keys()):
             if (why := BY_MITM_NAME[name].problem(getattr(ctx.options, name))) is not None:
                 raise exceptions.OptionsError(f"{name} {why}")
