@@ -102,16 +102,22 @@ def test_sigint_during_a_probe_is_one_line_and_exit_130():
     assert err.splitlines() == ["tunnel-inspector: interrupted"]
 
 
-def test_options_before_the_command_mean_the_same_as_after(tmp_path):
+def test_options_before_the_command_mean_the_same_as_after_and_no_openssl_needed(tmp_path):
     """`--headless` and `--jsonl` typed before `demo` are the demo's: headless (this
-    process has no terminal: the UI would fail), and the records go to the file."""
+    process has no terminal: the UI would fail), and the records go to the file. The
+    PATH holds no program at all: the lab (its SHA-1 intermediate included) is made
+    with cryptography alone."""
     jsonl = tmp_path / "before.jsonl"
-    r = _cli("--headless", "--jsonl", str(jsonl), "demo", "--listen-host", "127.0.0.1",
-             timeout=120)
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    r = subprocess.run([*ROOT_CLI, "--headless", "--jsonl", str(jsonl), "demo",
+                        "--listen-host", "127.0.0.1"], capture_output=True, text=True,
+                       timeout=120, env={**env_without_proxy(), "PATH": str(empty)})
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("listening on 127.0.0.1:")
     records = [json.loads(line) for line in jsonl.read_text().splitlines()]
     assert records and r.stdout.strip().splitlines()[-1].startswith(f"{len(records)} tunnels")
+    assert "weak-signature" in {f["code"] for rec in records for f in rec["findings"]}
 
 
 def test_python_dash_m_inspector_and_version():
