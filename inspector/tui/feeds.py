@@ -16,7 +16,6 @@ that can read a record again (a file) passes a second argument, `ref`, and imple
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 import threading
 import time
@@ -94,9 +93,9 @@ class ProxyFeed:
 class FileFeed:
     """Recorded streams (`tunnel-inspector open FILE... [--follow]`).
 
-    Several files (one per CI runner or per proxy) make one view: what each holds at
-    start is merged by the records' start times, what is appended later (with
-    `follow`) is shown as it comes. A record from one of several files carries its
+    Several files (one per CI runner or per proxy) make one view: what they hold at
+    start is shown sorted by the records' start times, what is appended later (with
+    `follow`) as it comes, each poll's batch sorted too. A record from one of several files carries its
     file's name as `source`. A reader thread parses the files and hands records over
     as it goes, so the first screen does not wait for the whole set. A bad line
     (garbled, truncated, not a record) is logged as a warning with its file and line
@@ -196,13 +195,15 @@ class FileFeed:
         return ", ".join(safe(p.name) for p in self.paths)
 
     def _deliver(self, on_record: OnRecord, final: bool, only: list[int] | None = None) -> None:
-        """What the files hold now, merged by start time (each file is in write order,
-        which is nearly start order: merging keeps one file's order intact)."""
+        """What the files hold now. One file: in file order, as it is read (the first
+        screen does not wait for the rest). Several: sorted by start time first (a
+        file is in the order tunnels ended, so a merge of the files would not be)."""
         indexes = range(len(self._readers)) if only is None else only
-        merged = heapq.merge(*(self._entries(i, final) for i in indexes),
-                             key=lambda item: item[0])
         n = len(self.paths)
-        for _, index, entry in merged:
+        items = (item for i in indexes for item in self._entries(i, final))
+        if n > 1:
+            items = iter(sorted(items, key=lambda item: item[0]))
+        for _, index, entry in items:
             if self._stop.is_set():
                 return
             self.records += 1
