@@ -59,7 +59,8 @@ def test_report_merges_files_and_directories_and_gates_on_them(demo_run, tmp_pat
     out = r.stdout.splitlines()
     assert _counts(out[0]) == _counts(demo_summary)  # the same run, read back from two files
     failing = [x for x in out if x.startswith("failing (--fail-on error): ")]
-    assert failing and failing[0].endswith(" hosts") and "closed-port.lab.test:1  upstream-unreachable" in r.stdout
+    assert failing and failing[0].endswith(" hosts")
+    assert "closed-port.lab.test:1  upstream-unreachable" in r.stdout
     assert r.stderr == "tunnel-inspector: " + str(tmp_path / "fleet" / "runner-b.jsonl") + \
         ": 1 line skipped (not a record)\n"
     # one failing host is "1 host"
