@@ -16,6 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import sys
+import textwrap
 from importlib.metadata import PackageNotFoundError, version
 
 from inspector.options import OPTIONS, Option, seconds_problem, upstream_proxy_problem
@@ -187,11 +188,11 @@ def build_parsers() -> dict[str | None, _Parser]:
         _version(p)
         return p
 
-    top = parser(None, formatter_class=fmt, description=(
+    top = parser(None, formatter_class=fmt, description=textwrap.fill(
         "A forward proxy that shows, for every CONNECT tunnel, the CONNECT target next to "
         "the client's SNI, how the TLS handshake ended, and a verdict on the upstream "
-        "certificate chain. Without a command: the proxy and its live UI.\n\n" + COMMAND_HELP),
-        epilog=EXIT_STATUS)
+        "certificate chain. Without a command: the proxy and its live UI.") + "\n\n"
+        + COMMAND_HELP, epilog=textwrap.fill(EXIT_STATUS))
     top.add_argument("--headless", action="store_true",
                      help="no UI: print one line per tunnel on stdout")
     _proxy_options(top)
