@@ -9,6 +9,7 @@ and a failed check into an OptionsError; the CLI into an argument and one senten
 from __future__ import annotations
 
 import math
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,20 @@ Check = Callable[[Any], "str | None"]  # what is wrong with a value, in a few wo
 def seconds_problem(value: float) -> str | None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         return f"must be > 0 seconds, not {value}"
+    return None
+
+
+def upstream_proxy_problem(url: str) -> str | None:
+    """What is wrong with an --upstream-proxy URL (http://HOST:PORT), or None."""
+    wrong = f"takes http://HOST:PORT, not {url!r}"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:  # a port that is not a number, or a bad IPv6 literal
+        return wrong
+    if parts.scheme != "http" or not parts.hostname or port is None or port == 0 \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        return wrong
     return None
 
 

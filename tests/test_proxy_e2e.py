@@ -361,9 +361,10 @@ def test_port_in_use_is_one_sentence_and_exit_2():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        r = _run_cli("--headless", "--listen-port", str(s.getsockname()[1]), "--duration", "5")
+        port = s.getsockname()[1]
+        r = _run_cli("--headless", "--listen-port", str(port), "--duration", "5")
     assert r.returncode == 2
-    assert "cannot listen on 127.0.0.1:" in r.stderr
+    assert r.stderr == f"tunnel-inspector: port {port} is in use: pick another with --listen-port\n"
     assert "Traceback" not in r.stderr and "listening on" not in r.stdout
 
 

@@ -275,7 +275,7 @@ def test_flagged_tunnels_wait_in_a_private_spool_beside_the_export(start_proxy, 
     assert [json.loads(x)["id"] for x in spool.read_text().splitlines()] == [rec["id"]]
     assert not export.exists()
     code, out, _ = p.stop()
-    assert code == 0 and "exported 1 flagged tunnels" in out
+    assert code == 0 and "exported 1 flagged tunnel " in out
     assert _spools(export.parent) == []
     assert json.loads(export.read_text())["tunnels"] == [rec]
 

@@ -91,7 +91,7 @@ def test_files_are_private_and_passthrough_writes_no_ca(tmp_path, strict_server,
     doc = json.loads(export.read_text())
     assert doc["schema"] == 1 and len(doc["tunnels"]) == 1
     assert doc["tunnels"][0]["findings"][0]["code"] == "client-rejected-certificate"
-    assert "exported 1 flagged tunnels" in out
+    assert "exported 1 flagged tunnel " in out
     assert not (home / ".mitmproxy").exists()  # passthrough: no CA, no key material
 
 
@@ -107,7 +107,7 @@ def test_fail_on_error_exits_1_and_lists_hosts(start_proxy, strict_server, pki, 
     p.records(1)
     code, out, _ = p.stop()
     assert code == 1
-    assert "failing (--fail-on error): 1 hosts" in out
+    assert "failing (--fail-on error): 1 host\n" in out
     assert f"{HOST}:{port}  client-rejected-certificate" in out
 
 

@@ -1,6 +1,7 @@
 """Trust profiles: the root stores a served chain is judged against.
 
-`--trust mozilla|system|PATH` and `--client NAME=PATH` each name one profile: a set of
+`--trust mozilla|system|PATH` (certifi's bundle, the CA file of this Python's OpenSSL,
+a PEM file) and `--client NAME=PATH` each name one profile: a set of
 root certificates and the cryptography `Store` built from them. Bundles are large and
 the same few are named for every tunnel, so each file is read and parsed once per
 content (keyed by path, size and modification time).
@@ -11,16 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import ssl
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
 import certifi
 from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.verification import Store
 
 log = logging.getLogger(__name__)
 
-SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # Debian and Ubuntu
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -39,7 +42,10 @@ class TrustProfile:
 
 def load_profile(spec: str, name: str | None = None) -> TrustProfile:
     """The profile for `mozilla`, `system` or a PEM file path, called `name` (default: spec)."""
-    path = os.path.realpath({"mozilla": certifi.where(), "system": SYSTEM_BUNDLE}.get(spec, spec))
+    if spec == "system":
+        path = _system_bundle()
+    else:
+        path = os.path.realpath(certifi.where() if spec == "mozilla" else spec)
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -64,7 +70,7 @@ def _load_bundle(path: str, size: int, mtime_ns: int) -> tuple[tuple, Store, int
     certificates = []
     for block in blocks:
         try:
-            certificates.append(x509.load_pem_x509_certificate(block))
+            certificates.append(_parse(block))
         except ValueError:
             continue  # one odd root must not cost the user the whole bundle; counted below
     skipped = len(blocks) - len(certificates)
@@ -73,6 +79,26 @@ def _load_bundle(path: str, size: int, mtime_ns: int) -> tuple[tuple, Store, int
     if not certificates:
         raise TrustError(f"trust store {path} contains no certificate that can be parsed")
     return tuple(certificates), Store(certificates), skipped
+
+
+def _system_bundle() -> str:
+    """The CA file this Python's OpenSSL uses (SSL_CERT_FILE, else the build's default)."""
+    cafile = ssl.get_default_verify_paths().cafile
+    if cafile is None:
+        raise TrustError("trust store 'system': this Python's OpenSSL has no CA file "
+                         "(set SSL_CERT_FILE to a PEM bundle)")
+    return os.path.realpath(cafile)
+
+
+def _parse(block: bytes) -> x509.Certificate:
+    # Six roots in certifi's bundle (Go Daddy and Starfield among them) have serial
+    # number 0, which RFC 5280 forbids and cryptography >= 44 warns about. As trust
+    # anchors their serial plays no part: they load without a warning (if cryptography
+    # ever refuses them, they are counted as skipped, and the Go Daddy test fails).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                                message=".*serial number.*")
+        return x509.load_pem_x509_certificate(block)
 
 
 def load_client_profile(spec: str) -> TrustProfile:

@@ -15,23 +15,21 @@ The hostnames do not resolve: clients reach a server through curl's `--resolve` 
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from inspector.findings.codes import CODES
-from inspector.lab.pki import DAY, NOW, Issued, make_cert, reissue
+from inspector.lab.pki import DAY, NOW, Issued, make_cert, reissue, resigned
 from inspector.lab.server import TLSServer
 
 DOMAIN = "lab.test"
 CA_LIFETIME = 3650 * DAY  # CA certificates outlive every scenario: only the leaf's dates vary
 MARKUP = "[bold red]evil[/]\x1b]0;pwned\x07"  # Rich markup and an OSC title escape
-OPENSSL_TIMEOUT = 30.0
 
 EVERYTHING = frozenset(CODES)
 
@@ -114,7 +112,8 @@ def build_chain_lab(tmpdir: str | Path) -> ChainLab:
     unknown_root = make_cert("lab root nobody trusts", **long_ca)
     upper = make_cert("lab upper intermediate", root, **long_ca)
     lower = make_cert("lab lower intermediate", upper, **long_ca)
-    sha1_inter = _sha1_signed(make_cert("lab SHA-1 intermediate", root, **long_ca), root, directory)
+    # cryptography's builder refuses SHA-1: signed again from the built DER
+    sha1_inter = resigned(make_cert("lab SHA-1 intermediate", root, **long_ca), root, hash_name="sha1")
 
     (directory / "root.pem").write_bytes(root.pem + new_root.pem)
     # The old device has had the lab root for years; it never got the new root.
@@ -180,26 +179,3 @@ def build_chain_lab(tmpdir: str | Path) -> ChainLab:
     ])
     add("markup-subject", [leaf("markup-subject", subject_name=markup), inter])
     return ChainLab(directory, {s.name: s for s in scenarios})
-
-
-def _sha1_signed(draft: Issued, issuer: Issued, workdir: Path) -> Issued:
-    """`draft` (its subject, key and extensions) signed by `issuer` with SHA-1, by the
-    openssl command line: cryptography 44 refuses to make SHA-1 signatures."""
-    request = x509.CertificateSigningRequestBuilder().subject_name(draft.cert.subject)
-    for ext in draft.cert.extensions:
-        request = request.add_extension(ext.value, ext.critical)
-    csr = request.sign(draft.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-    files = {"sha1-request.pem": csr, "sha1-ca.pem": issuer.pem, "sha1-ca.key": issuer.key_pem}
-    for name, data in files.items():
-        (workdir / name).write_bytes(data)
-    out = workdir / "sha1-cert.pem"
-    result = subprocess.run(
-        ["openssl", "x509", "-req", "-in", workdir / "sha1-request.pem",
-         "-CA", workdir / "sha1-ca.pem", "-CAkey", workdir / "sha1-ca.key", "-sha1",
-         "-days", "3650", "-set_serial", str(draft.cert.serial_number),
-         "-copy_extensions", "copyall", "-out", out],
-        capture_output=True, text=True, timeout=OPENSSL_TIMEOUT,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"openssl could not sign the SHA-1 certificate: {result.stderr.strip()}")
-    return Issued(x509.load_pem_x509_certificate(out.read_bytes()), draft.key)

@@ -1,14 +1,21 @@
-"""Certificates for the lab, made with cryptography (SHA-1 ones need openssl: see chain lab)."""
+"""Certificates for the lab, made with cryptography alone.
+
+cryptography's builder refuses what the lab needs to show (SHA-1 signatures, a serial
+number of 0 as six roots in certifi's bundle have): `resigned` edits a built
+certificate's DER and signs it again with the hazmat primitives.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import warnings
 from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -122,3 +129,65 @@ def reissue(issued: Issued, issuer: Issued | None, *extensions: x509.ExtensionTy
         builder = builder.add_extension(value, False)
     signer = issuer.key if issuer else issued.key
     return Issued(builder.sign(signer, hashes.SHA256()), issued.key)
+
+
+# DER AlgorithmIdentifiers of the signatures `resigned` makes, by key type and hash.
+_SIGNATURE_ALGORITHMS = {
+    ("ec", "sha1"): bytes.fromhex("300906072a8648ce3d0401"),
+    ("ec", "sha256"): bytes.fromhex("300a06082a8648ce3d040302"),
+    ("rsa", "sha1"): bytes.fromhex("300d06092a864886f70d0101050500"),
+    ("rsa", "sha256"): bytes.fromhex("300d06092a864886f70d01010b0500"),
+}
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return bytes([tag]) + _der_length(len(value)) + value
+
+
+def _elements(der: bytes) -> list[bytes]:
+    """The encoded elements (tag, length and value each) inside one DER SEQUENCE."""
+    def header(at: int) -> tuple[int, int]:  # (value start, value length)
+        first = der[at + 1]
+        if first < 0x80:
+            return at + 2, first
+        n = first & 0x7F
+        return at + 2 + n, int.from_bytes(der[at + 2:at + 2 + n], "big")
+
+    start, length = header(0)
+    out, at = [], start
+    while at < start + length:
+        value_at, value_len = header(at)
+        out.append(der[at:value_at + value_len])
+        at = value_at + value_len
+    return out
+
+
+def resigned(issued: Issued, signer: Issued | None, *, hash_name: str = "sha256",
+             serial: int | None = None) -> Issued:
+    """`issued` signed again by `signer` (itself when None) with `hash_name` (sha1 or
+    sha256), its serial number replaced by `serial` if given (0 is allowed here)."""
+    key = (signer or issued).key
+    kind = "ec" if isinstance(key, ec.EllipticCurvePrivateKey) else "rsa"
+    algorithm = _SIGNATURE_ALGORITHMS[kind, hash_name]
+    tbs = _elements(issued.cert.tbs_certificate_bytes)
+    if serial is not None:
+        tbs[1] = _tlv(0x02, serial.to_bytes(serial.bit_length() // 8 + 1, "big"))
+    tbs[2] = algorithm  # the TBS names the signature algorithm too
+    tbs_der = _tlv(0x30, b"".join(tbs))
+    digest = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}[hash_name]
+    if kind == "ec":
+        signature = key.sign(tbs_der, ec.ECDSA(digest))
+    else:
+        signature = key.sign(tbs_der, padding.PKCS1v15(), digest)
+    der = _tlv(0x30, tbs_der + algorithm + _tlv(0x03, b"\x00" + signature))
+    with warnings.catch_warnings():  # serial 0 is what was asked for
+        warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning,
+                                message=".*serial number.*")
+        return Issued(x509.load_der_x509_certificate(der), issued.key)

@@ -39,6 +39,8 @@ from inspector.records.stream import JsonlSink, RecordStream
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = "127.0.0.1"
+
 
 class _Live:
     """One tunnel in progress. (A plain class: mitmdump -s loads this file outside
@@ -82,6 +84,7 @@ class TunnelInspector:
         self._loops: dict[str, str] = {}  # client id -> why its CONNECT target is this proxy
         self._closing: set[asyncio.Task] = set()
         self._proxyserver = None  # mitmproxy's proxyserver addon, once running
+        self._loopback_by_default = False  # listen_host was mitmproxy's "" (mitmdump -s)
 
     @property
     def jsonl(self) -> JsonlSink | None:
@@ -103,9 +106,20 @@ class TunnelInspector:
 
     def running(self) -> None:
         self._proxyserver = ctx.master.addons.get("proxyserver")
+        if self._loopback_by_default and any(a[0] != LOOPBACK for a in self._listening()):
+            # mitmproxy 12 loads a script once its servers listen: bind them again, after
+            # every running hook (the proxyserver's own included) has run.
+            asyncio.get_running_loop().call_soon(_rebind)
         _prepare_process()  # a no-op if load() already ran inside the event loop
 
     def configure(self, updated) -> None:
+        if "listen_host" in updated and ctx.options.listen_host == "":
+            # mitmproxy's default, every interface, is an open relay (mitmdump -s): bind
+            # loopback unless an address was given (--set listen_host=0.0.0.0).
+            ctx.options.listen_host = LOOPBACK
+            self._loopback_by_default = True
+            log.warning("tunnel-inspector: listening on %s only (every interface: "
+                        "--set listen_host=0.0.0.0)", LOOPBACK)
         for name in sorted(updated & BY_MITM_NAME.keys()):
             if (why := BY_MITM_NAME[name].problem(getattr(ctx.options, name))) is not None:
                 raise exceptions.OptionsError(f"{name} {why}")
@@ -550,6 +564,11 @@ def _prepare_process() -> None:
 def _der(cert) -> bytes:
     """DER of a mitmproxy Cert (to_pem is the accessor stable across mitmproxy 11 and 12)."""
     return ssl.PEM_cert_to_DER_cert(cert.to_pem().decode("ascii"))
+
+
+def _rebind() -> None:
+    ctx.options.server = False
+    ctx.options.server = True
 
 
 def _build_judge() -> ChainJudge:

@@ -8,6 +8,7 @@ clear sentence, so the CLI can exit 2 instead of running without a listener.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 
@@ -63,13 +64,23 @@ class Proxy:
         errors = _ErrorCollector()
         mitm_log = logging.getLogger("mitmproxy")
         mitm_log.addHandler(errors)
+        # Its start-up errors become our one sentence; printed as well, they would bury
+        # it under mitmproxy's own advice (an option this tool does not have).
+        propagate, mitm_log.propagate = mitm_log.propagate, False
         try:
             return await self._start(errors)
         finally:
             mitm_log.removeHandler(errors)
+            mitm_log.propagate = propagate
 
     async def _start(self, errors: _ErrorCollector) -> tuple[str, int]:
         opts = Options()
+        try:
+            # mitmproxy's own options first: an addon configured with the defaults would
+            # see listen_host "" (every interface), which the addon replaces by loopback.
+            opts.update(**{k: v for k, v in self._options.items() if k in opts})
+        except exceptions.OptionsError as e:
+            raise ProxyStartError(str(e).strip("'\"")) from None
         self.master = Master(opts)
         # Our addons first: their next_layer must run before the built-in NextLayer.
         self.master.addons.add(*self._addons)
@@ -92,11 +103,8 @@ class Proxy:
         addrs = self.master.addons.get("proxyserver").listen_addrs()
         if self._task in done or not addrs:
             await self.stop()
-            why = "; ".join(errors.messages) or "mitmproxy did not start its listener"
-            raise ProxyStartError(
-                f"cannot listen on {self._options.get('listen_host')}:"
-                f"{self._options.get('listen_port')}: {why}"
-            )
+            raise ProxyStartError(_listen_failure(self._options.get("listen_host"),
+                                                  self._options.get("listen_port"), errors.messages))
         upstream = upstream_proxy_address(self._options.get("mode") or [])
         if upstream is not None and (why := await _upstream_loop(*upstream, addrs)):
             await self.stop()
@@ -115,6 +123,18 @@ class Proxy:
         # run() returning does not close the listening socket.
         await proxyserver.servers.update([])
         await relay.close_connections(proxyserver)
+
+
+def _listen_failure(host: str | None, port: int | None, messages: list[str]) -> str:
+    """One sentence for a listener that did not start, from mitmproxy's error log."""
+    text = " ".join(messages)
+    if f"[Errno {errno.EADDRINUSE}]" in text or "address already in use" in text.lower():
+        return f"port {port} is in use: pick another with --listen-port"
+    # mitmproxy's first line says what failed; the next advises its own options
+    first = next((m.splitlines()[0] for m in messages if m.strip()), "")
+    return f"cannot listen on {host}:{port}: {first or 'mitmproxy did not start its listener'}"
+
+
 
 
 async def _upstream_loop(host: str, port: int, listening: list) -> str | None:

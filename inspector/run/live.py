@@ -1,4 +1,4 @@
-"""Entry points the CLI calls for the UI: `open FILE.jsonl` and the live proxy.
+"""Entry points the CLI calls for the UI: `open FILE...` and the live proxy.
 
 Both return the process exit code. A feed that cannot start (a port in use, a file
 that does not exist) ends the app with code 2 and its sentence on stderr.
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inspector.records.escape import safe
-from inspector.run.report import EXIT_OK, EXIT_USAGE, RunReport
+from inspector.run.report import EXIT_OK, EXIT_USAGE, RunError, RunReport, record_files
 from inspector.tui.app import InspectorApp
 from inspector.tui.feeds import FileFeed, ProxyFeed
 
@@ -26,12 +26,13 @@ def _run(app: InspectorApp) -> int:
 
 
 def run_open(args: argparse.Namespace) -> int:
-    """`tunnel-inspector open FILE.jsonl [--follow] [--export-dir DIR]`."""
-    path = Path(args.file)
-    if not path.is_file():
-        print(f"tunnel-inspector: {safe(path)} is not a file", file=sys.stderr)
+    """`tunnel-inspector open FILE|DIR... [--follow] [--export-dir DIR]`."""
+    try:
+        paths = record_files(args.files)
+    except RunError as e:
+        print(f"tunnel-inspector: {e}", file=sys.stderr)
         return EXIT_USAGE
-    feed = FileFeed(path, follow=args.follow)
+    feed = FileFeed(*paths, follow=args.follow)
     return _run(InspectorApp(feed, export_dir=Path(args.export_dir)))
 
 

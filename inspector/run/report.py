@@ -1,19 +1,27 @@
 """The end of a proxy run, headless or with the UI: the summary line, the flagged
-export (--export-flagged) and the CI verdict (--fail-on)."""
+export (--export-flagged) and the CI verdict (--fail-on); and the same verdict on
+recorded files (`tunnel-inspector report FILE|DIR... --fail-on error`)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 from inspector.mitm.limits import Unrecorded
 from inspector.records.escape import safe
 from inspector.records.export import ExportSpool, ExportTargetError
+from inspector.records.jsonl import Entry, JsonlReader
 from inspector.records.stream import JsonlSink, Summary
 
 # EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is
 # missing or incomplete (a full disk). It wins over EXIT_FLAGGED: the verdict stands
 # (every tunnel is counted), but the run's evidence is incomplete.
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_NOT_WRITTEN = 0, 1, 2, 3
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class RunError(Exception):
@@ -63,7 +71,7 @@ class RunReport:
             complete = self._export() and complete
         failing = self.summary.failing(self.fail_on) if self.fail_on != "never" else {}
         if failing:
-            print(f"failing (--fail-on {self.fail_on}): {len(failing)} hosts", flush=True)
+            print(f"failing (--fail-on {self.fail_on}): {plural(len(failing), 'host')}", flush=True)
             for host_port, codes in sorted(failing.items()):
                 print(f"  {safe(host_port)}  {', '.join(codes)}", flush=True)
         if not complete:
@@ -82,9 +90,48 @@ class RunReport:
         except OSError as e:
             print(f"tunnel-inspector: cannot write {where}: {e.strerror or e}", file=sys.stderr)
             return False
-        print(f"exported {n} flagged tunnels to {where}", flush=True)
+        print(f"exported {plural(n, 'flagged tunnel')} to {where}", flush=True)
         if spool.lost:
             print(f"tunnel-inspector: {spool.lost} flagged tunnels NOT exported to {where}: "
                   f"{spool.error}", file=sys.stderr)
             return False
         return True
+
+
+def record_files(specs: list[str]) -> list[Path]:
+    """The files named, a directory standing for its *.jsonl (sorted); RunError if one
+    is neither, or a directory holds none."""
+    paths: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.glob("*.jsonl") if p.is_file())
+            if not found:
+                raise RunError(f"{safe(path)} holds no *.jsonl file")
+            paths += found
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise RunError(f"{safe(path)} is not a file or a directory")
+    return list(dict.fromkeys(paths))  # a file named twice is read once
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """`tunnel-inspector report FILE|DIR... [--fail-on S]`: the summary a run prints at
+    exit, for recorded files (many runners' records merged); exit as a run would."""
+    report = RunReport(None, args.fail_on)
+    for path in record_files(args.files):
+        skipped = 0
+        try:
+            with JsonlReader(path) as reader:
+                for item in reader.read(final=True):
+                    if isinstance(item, Entry):
+                        report(item.record)
+                    else:
+                        skipped += 1
+        except OSError as e:
+            raise RunError(f"cannot read {safe(path)}: {e.strerror or e}") from None
+        if skipped:
+            print(f"tunnel-inspector: {safe(path)}: {plural(skipped, 'line')} skipped "
+                  "(not a record)", file=sys.stderr)
+    return report.finish()

@@ -91,95 +91,131 @@ class ProxyFeed:
 
 
 class FileFeed:
-    """A recorded stream (`tunnel-inspector open FILE.jsonl [--follow]`).
+    """Recorded streams (`tunnel-inspector open FILE... [--follow]`).
 
-    A reader thread parses the file and hands records over as it goes, so the first
-    screen does not wait for the whole file. A bad line (garbled, truncated, not a
-    record) is logged as a warning with its line number and skipped. With `follow`,
-    the file is polled like `tail -f` every `poll_interval` seconds (0.05-2).
+    Several files (one per CI runner or per proxy) make one view: what they hold at
+    start is shown sorted by the records' start times, what is appended later (with
+    `follow`) as it comes, each poll's batch sorted too. A record from one of several files carries its
+    file's name as `source`. A reader thread parses the files and hands records over
+    as it goes, so the first screen does not wait for the whole set. A bad line
+    (garbled, truncated, not a record) is logged as a warning with its file and line
+    number and skipped. With `follow`, the files are polled like `tail -f` every
+    `poll_interval` seconds (0.05-2).
     """
 
-    def __init__(self, path: str | Path, follow: bool = False, poll_interval: float = 0.25) -> None:
-        self.path = Path(path)
+    def __init__(self, *paths: str | Path, follow: bool = False, poll_interval: float = 0.25) -> None:
+        if not paths:
+            raise ValueError("FileFeed needs at least one file")
+        self.paths = [Path(p) for p in paths]
+        self.path = self.paths[0]
         self.follow = follow
         self.poll_interval = min(max(poll_interval, 0.05), 2.0)
-        self._reader: JsonlReader | None = None
+        self._readers: list[JsonlReader] = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.records = 0
         self.problems = 0
-        self.loaded = threading.Event()  # the file as it was at start has been read
+        self.loaded = threading.Event()  # the files as they were at start have been read
 
     async def start(self, on_record: OnRecord) -> str:
-        try:
-            self._reader = JsonlReader(self.path)
-        except OSError as e:
-            raise FeedError(f"cannot open {safe(self.path)}: {e.strerror or e}") from None
+        for path in self.paths:
+            try:
+                self._readers.append(JsonlReader(path))
+            except OSError as e:
+                self._close()
+                raise FeedError(f"cannot open {safe(path)}: {e.strerror or e}") from None
         self._thread = threading.Thread(
             target=self._run, args=(on_record,), name="tunnel-inspector-file", daemon=True
         )
         self._thread.start()
-        log.info("reading %s", safe(self.path.resolve()))
-        return f"{'following' if self.follow else 'file'} {safe(self.path.name)}"
+        for path in self.paths:
+            log.info("reading %s", safe(path.resolve()))
+        names = safe(self.path.name) if len(self.paths) == 1 else f"{len(self.paths)} files"
+        return f"{'following' if self.follow else 'file'} {names}"
 
     async def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5)
-        if self._reader is not None:
-            self._reader.close()
+        self._close()
+
+    def _close(self) -> None:
+        for reader in self._readers:
+            reader.close()
 
     def read_record(self, ref: int) -> dict:
-        assert self._reader is not None
-        return self._reader.record_at(ref)
+        index, offset = ref % len(self.paths), ref // len(self.paths)
+        return self._sourced(index, self._readers[index].record_at(offset))
+
+    def _sourced(self, index: int, record: dict) -> dict:
+        if len(self.paths) > 1:
+            record["source"] = self.paths[index].name
+        return record
 
     def stats(self) -> dict:
-        if self._reader is None:
+        if len(self._readers) != len(self.paths):
             return {}
         if not self.loaded.is_set():
-            size = self._reader.size
-            done = self._reader.offset / size if size else 1.0
+            size = sum(r.size for r in self._readers)
+            done = sum(r.offset for r in self._readers) / size if size else 1.0
             return {"loading": f"{done:.0%}"}
         out = {"problem lines": self.problems} if self.problems else {}
-        if self.follow and self._reader.pending_bytes:
-            out["partial line"] = f"{self._reader.pending_bytes} bytes"
+        pending = sum(r.pending_bytes for r in self._readers)
+        if self.follow and pending:
+            out["partial line"] = f"{pending} bytes"
         return out
 
     def _run(self, on_record: OnRecord) -> None:
-        reader = self._reader
-        assert reader is not None
         started = time.monotonic()
+        followed = list(range(len(self._readers)))
         try:
-            self._read(on_record, final=not self.follow)
+            self._deliver(on_record, final=not self.follow)
             self.loaded.set()
-            log.info("%s: %d records read in %.1f s%s", safe(self.path.name), self.records,
+            log.info("%s: %d records read in %.1f s%s", self._names(), self.records,
                      time.monotonic() - started,
                      f", {self.problems} lines skipped" if self.problems else "")
             if self.problems > PROBLEMS_REPORTED:
                 log.warning("%s: %d lines skipped in all (the first %d are listed)",
-                            safe(self.path.name), self.problems, PROBLEMS_REPORTED)
-            while self.follow and not self._stop.wait(self.poll_interval):
-                why = reader.changed_under_us()
-                if why is not None:
-                    log.warning("stopped following: %s", safe(why))
-                    return
-                self._read(on_record, final=False)
+                            self._names(), self.problems, PROBLEMS_REPORTED)
+            while self.follow and followed and not self._stop.wait(self.poll_interval):
+                for index in list(followed):
+                    why = self._readers[index].changed_under_us()
+                    if why is not None:
+                        log.warning("stopped following: %s", safe(why))
+                        followed.remove(index)
+                self._deliver(on_record, final=False, only=followed)
         except OSError as e:
-            log.error("reading %s failed: %s", safe(self.path), e.strerror or e)
+            log.error("reading %s failed: %s", self._names(), e.strerror or e)
         except Exception:  # a bug must reach the event log, not die with the thread
-            log.exception("reading %s stopped", safe(self.path))
+            log.exception("reading %s stopped", self._names())
         finally:
             self.loaded.set()
 
-    def _read(self, on_record: OnRecord, final: bool) -> None:
-        assert self._reader is not None
-        for item in self._reader.read(final=final):
+    def _names(self) -> str:
+        return ", ".join(safe(p.name) for p in self.paths)
+
+    def _deliver(self, on_record: OnRecord, final: bool, only: list[int] | None = None) -> None:
+        """What the files hold now. One file: in file order, as it is read (the first
+        screen does not wait for the rest). Several: sorted by start time first (a
+        file is in the order tunnels ended, so a merge of the files would not be)."""
+        indexes = range(len(self._readers)) if only is None else only
+        n = len(self.paths)
+        items = (item for i in indexes for item in self._entries(i, final))
+        if n > 1:
+            items = iter(sorted(items, key=lambda item: item[0]))
+        for _, index, entry in items:
+            if self._stop.is_set():
+                return
+            self.records += 1
+            on_record(self._sourced(index, entry.record), entry.offset * n + index)
+
+    def _entries(self, index: int, final: bool):
+        for item in self._readers[index].read(final=final):
             if self._stop.is_set():
                 return
             if isinstance(item, Entry):
-                self.records += 1
-                on_record(item.record, item.offset)
+                yield item.record["started"], index, item
             else:
                 self.problems += 1
                 if self.problems <= PROBLEMS_REPORTED:
-                    log.warning("%s %s", safe(self.path.name), item)
+                    log.warning("%s %s", safe(self.paths[index].name), item)

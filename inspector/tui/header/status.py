@@ -40,7 +40,8 @@ def status_text(model: TunnelModel, status: Status) -> Text:
     if status.paused:
         parts.append(Text(f" ❚❚ PAUSED: {status.waiting:,} waiting ", "bold black on yellow"))
     elif status.view == "tunnels":
-        parts.append(Text("● following", "green") if status.follow
+        # the table's place, not the feed's: "following FILE" is the feed's own status
+        parts.append(Text("● at newest", "green") if status.follow
                      else Text("○ not following (end resumes)", "dim"))
     if status.view != "tunnels":
         parts.append(Text(f"view: {status.view}", "bold"))

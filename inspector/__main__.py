@@ -1,0 +1,7 @@
+"""`python -m inspector`: the same command line as `tunnel-inspector`."""
+
+import sys
+
+from inspector.cli import main
+
+sys.exit(main())
