@@ -317,7 +317,7 @@ def test_sigterm_writes_open_tunnels_and_prints_summary(start_proxy):
     s.close()
     srv.close()
     assert code == 0
-    assert out.strip().splitlines()[-1].startswith("1 tunnels, 1 flagged")
+    assert out.strip().splitlines()[-1].startswith("1 tunnel, 1 flagged")
     rec = only(p.records(1, timeout=1))
     assert rec["handshake"]["outcome"] == "closed"
     assert "proxy stopped" in rec["handshake"]["detail"]

@@ -50,7 +50,7 @@ async def loaded(ui: RunningUI, count: int) -> None:
     app = ui.app
     await ui.wait_for(lambda: app.feed.loaded.is_set() and not app.waiting
                       and len(app.model.rows) >= count, what="the file to load")
-    await ui.shows(f" {count:,} tunnels")
+    await ui.shows(f" {count:,} tunnel{'' if count == 1 else 's'}")
 
 
 def rows_shown(app: InspectorApp) -> list[str]:
@@ -755,5 +755,43 @@ def test_stack_column_detail_and_search(tmp_path, real, running_app):
             await loaded(ui, 2)
             header = next(line for line in ui.lines() if "CONNECT host" in line)
             assert "stack" not in header and "client" in header  # the stack goes first
+
+    asyncio.run(run())
+
+
+def test_the_ui_log_is_capped_and_private(tmp_path):
+    """ui.log rotates at LOG_MAX_BYTES into one older file, both 0600: it never grows forever."""
+    import logging
+
+    from inspector.tui.eventlog.router import LOG_MAX_BYTES, LogRouter
+
+    path = tmp_path / "state" / "ui.log"
+    router = LogRouter(path)
+    router.install()
+    try:
+        line = "x" * 1000
+        for _ in range(3 * LOG_MAX_BYTES // len(line)):
+            logging.getLogger("inspector.test").warning(line)
+    finally:
+        router.uninstall()
+    files = sorted(path.parent.iterdir())
+    assert [f.name for f in files] == ["ui.log", "ui.log.1"]
+    assert all(f.stat().st_size <= LOG_MAX_BYTES + 2000 for f in files)
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+@pytest.mark.parametrize("follow,empty", [
+    (False, "no tunnel records in this file"),
+    (True, "no tunnel records yet: waiting for the file to grow"),
+])
+def test_an_empty_file_says_so_not_to_point_a_client_at_an_address(tmp_path, running_app,
+                                                                     follow, empty):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+
+    async def run():
+        async with running_app(app_for(path, tmp_path, follow=follow)) as ui:
+            screen = await ui.shows(empty)
+            assert "point a client" not in screen
 
     asyncio.run(run())

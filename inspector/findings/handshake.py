@@ -51,8 +51,8 @@ def outcome_findings(
                 "client-rejected-certificate",
                 f"the client refused the proxy's certificate: {detail}",
                 "In --intercept mode the client must trust mitmproxy's CA "
-                "(~/.mitmproxy/mitmproxy-ca-cert.pem); or run in passthrough mode, which "
-                "needs no CA.",
+                "(mitmproxy-ca-cert.pem in the --confdir, ~/.mitmproxy unless set); or run in "
+                "passthrough mode, which needs no CA.",
             )
         ]
     if outcome == CONNECT_FAILED:

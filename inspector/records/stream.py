@@ -161,7 +161,8 @@ class Summary:
 
     def line(self) -> str:
         codes = ", ".join(f"{c} {n}" for c, n in self.codes.most_common())
-        return f"{self.tunnels} tunnels, {self.flagged} flagged" + (f" ({codes})" if codes else "")
+        return (f"{text.plural(self.tunnels, 'tunnel')}, {self.flagged} flagged"
+                + (f" ({codes})" if codes else ""))
 
     def failing(self, threshold: str) -> dict[str, list[str]]:
         """Hosts with a finding at `threshold` severity or worse, and those codes."""

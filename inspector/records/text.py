@@ -28,6 +28,11 @@ SNI_MISMATCH = "mismatch"  # sni-mismatch or sni-invalid
 SNI_BAD_CODES = frozenset({"sni-mismatch", "sni-invalid"})
 
 
+def plural(n: int, noun: str) -> str:
+    """`1 tunnel`, `2 tunnels`, `1,000 hosts`."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def codes(record: Mapping) -> set[str]:
     return {f.get("code") for f in record.get("findings") or () if isinstance(f, dict)}
 

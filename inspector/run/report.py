@@ -13,15 +13,12 @@ from inspector.records.escape import safe
 from inspector.records.export import ExportSpool, ExportTargetError
 from inspector.records.jsonl import Entry, JsonlReader
 from inspector.records.stream import JsonlSink, Summary
+from inspector.records.text import plural
 
 # EXIT_NOT_WRITTEN: records are missing from --jsonl, or the --export-flagged file is
 # missing or incomplete (a full disk). It wins over EXIT_FLAGGED: the verdict stands
 # (every tunnel is counted), but the run's evidence is incomplete.
 EXIT_OK, EXIT_FLAGGED, EXIT_USAGE, EXIT_NOT_WRITTEN = 0, 1, 2, 3
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 class RunError(Exception):

@@ -116,7 +116,9 @@ class InspectorApp(App[int]):
     def compose(self) -> ComposeResult:
         yield StatusHeader(id="status")
         yield SearchBar(id="search")
-        yield TunnelTable(self.model, id="tunnels")
+        table = TunnelTable(self.model, id="tunnels")
+        table.EMPTY_TEXT = getattr(self.feed, "empty_text", table.EMPTY_TEXT)
+        yield table
         yield HostsTable(self.model, id="hosts")
         yield DetailPane(id="detail")
         yield EventLog(id="eventlog")

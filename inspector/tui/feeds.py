@@ -55,6 +55,8 @@ class ProxyFeed:
     that has one (the chain prober reports probes in flight and cache hits there).
     """
 
+    empty_text = "no tunnels yet: point a client's HTTPS proxy at the address above"
+
     def __init__(self, addons: list, options: dict, stream: RecordStream, *,
                  intercept: bool = False) -> None:
         from inspector.mitm.embed import Proxy  # mitmproxy: not imported by `open`
@@ -102,6 +104,11 @@ class FileFeed:
     number and skipped. With `follow`, the files are polled like `tail -f` every
     `poll_interval` seconds (0.05-2).
     """
+
+    @property
+    def empty_text(self) -> str:
+        return ("no tunnel records yet: waiting for the file to grow" if self.follow
+                else "no tunnel records in this file")
 
     def __init__(self, *paths: str | Path, follow: bool = False, poll_interval: float = 0.25) -> None:
         if not paths:

@@ -9,6 +9,7 @@ logger (and `logging.lastResort`), and puts back exactly what it took afterwards
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import os
 from collections import deque
 from pathlib import Path
@@ -56,6 +57,18 @@ class _PanelHandler(logging.Handler):
         self.entries.append((record.levelno, " | ".join(safe(line) for line in text.splitlines())))
 
 
+LOG_MAX_BYTES = 1024 * 1024  # ui.log, then ui.log.1: at most twice this on disk
+
+
+class _PrivateRotatingFile(logging.handlers.RotatingFileHandler):
+    """The UI's log file, capped in size; a rotated-in file is created 0600 like the first:
+    the log names hosts and clients."""
+
+    def _open(self):
+        os.close(os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        return super()._open()
+
+
 class LogRouter:
     """Install with `install()`, drain panel entries with `drain()`, undo with `uninstall()`."""
 
@@ -82,7 +95,8 @@ class LogRouter:
                 # 0600: the log names hosts and clients.
                 fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 os.close(fd)
-                self._file = logging.FileHandler(self.log_path, encoding="utf-8")
+                self._file = _PrivateRotatingFile(self.log_path, maxBytes=LOG_MAX_BYTES,
+                                                  backupCount=1, encoding="utf-8")
             except OSError as e:
                 self.file_error = f"cannot write the log file {self.log_path}: {e.strerror or e}"
             else:

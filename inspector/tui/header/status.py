@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from inspector.records.escape import safe
+from inspector.records.text import plural
 from inspector.tui.model import ERROR, INFO, WARNING, TunnelModel
 
 _CODE_STYLE = {ERROR: "bold red", WARNING: "yellow", INFO: "dim"}
@@ -61,14 +62,14 @@ def status_text(model: TunnelModel, status: Status) -> Text:
     top = Text.assemble((" tunnel-inspector ", "bold reverse"), "  ", Text("   ").join(parts))
 
     counts = Text()
-    counts.append(f" {len(model.rows):,} tunnels", "bold")
+    counts.append(f" {plural(len(model.rows), 'tunnel')}", "bold")
     counts.append("  ")
     counts.append(f"{model.flagged:,} flagged", "bold red" if model.flagged else "dim")
     shown = len(model.visible)
     if shown != len(model.rows) and status.view == "tunnels":
         counts.append(f"  ({shown:,} shown)", "dim")
     if status.view == "hosts":
-        counts.append(f"  {len(model.hosts):,} hosts", "bold")
+        counts.append(f"  {plural(len(model.hosts), 'host')}", "bold")
     if model.codes:
         counts.append("   ")
         ranked = sorted(model.codes.items(), key=lambda kv: (-model.code_severity.get(kv[0], 0), -kv[1], kv[0]))

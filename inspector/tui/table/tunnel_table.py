@@ -51,7 +51,7 @@ class TunnelTable(VirtualTable):
         & > .tunnels--sni-mismatch { background: $warning; color: $background; text-style: bold; }
     }
     """
-    EMPTY_TEXT = "no tunnels yet: point a client's HTTPS proxy at the address above"
+    EMPTY_TEXT = "no tunnels yet"
 
     def __init__(self, model: TunnelModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
