@@ -436,10 +436,17 @@ def bulk(rounds: int, size: int) -> dict:
 
 
 def ui() -> dict:
-    r = subprocess.run([sys.executable, str(HERE / "bench_ui.py")], capture_output=True, text=True,
-                       timeout=900)
+    """bench_ui.py's figures, or why there are none (its exit code and last words)."""
+    try:
+        r = subprocess.run([sys.executable, str(HERE / "bench_ui.py")], capture_output=True,
+                           text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        return {"error": "bench_ui.py did not finish within 900 s"}
     path = HERE / "results-ui.json"
-    return json.loads(path.read_text()) if r.returncode == 0 and path.exists() else {"error": r.stderr[-500:]}
+    if r.returncode == 0 and path.exists():
+        return json.loads(path.read_text())
+    last = (r.stderr.strip() or r.stdout.strip() or "no output").splitlines()[-3:]
+    return {"error": f"bench_ui.py exited {r.returncode}: " + " | ".join(last)}
 
 
 # --- report ------------------------------------------------------------------------------

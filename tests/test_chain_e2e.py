@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
 import ssl
 import subprocess
 import sys
@@ -191,3 +192,21 @@ def test_client_profile_name_is_used(start_proxy, strict_server, pki):
     rec = p.records(1)[0]
     assert rec["chain"]["profiles"]["old-phone"]["trusted"] is True
     assert rec["chain"]["profiles"]["old-phone"]["kind"] == "client"
+
+
+def test_an_upstream_proxys_refusal_is_a_connect_failure(start_proxy, pki):
+    """Through --upstream-proxy the client gets its 200 before the upstream answers; a
+    502 from the upstream proxy is recorded as connect-failed with its status line."""
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: the inner proxy answers 502
+    inner = start_proxy("--no-probe")
+    outer = start_proxy("--no-probe", "--upstream-proxy", f"http://{inner.url}")
+    with pytest.raises(OSError):
+        with tls_through_proxy(outer.port, "127.0.0.1", port, cafile=pki["root_pem"], sni=HOST):
+            pass
+    rec = outer.records(1)[0]
+    assert rec["handshake"]["outcome"] == "connect-failed", rec["handshake"]
+    assert "502" in rec["handshake"]["detail"]
+    assert [f["code"] for f in rec["findings"]] == ["upstream-unreachable"]
+    assert inner.records(1)[0]["handshake"]["outcome"] == "connect-failed"

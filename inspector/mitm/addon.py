@@ -274,7 +274,7 @@ class TunnelInspector:
         live.layer = TunnelRelay(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
             lambda from_client: self._side_closed(cid, from_client), lambda: self._closed(cid),
-            ctx.options.inspector_fast_relay,
+            ctx.options.inspector_fast_relay, lambda why: self._connect_failed(cid, why),
         )
         nextlayer.layer = live.layer
 
@@ -393,6 +393,14 @@ class TunnelInspector:
             self._jsonl.close()
 
     # --- internals --------------------------------------------------------------------
+
+    def _connect_failed(self, cid: str, why: str) -> None:
+        # Through an upstream proxy the client already has its 200: the upstream's own
+        # answer to our CONNECT (e.g. its 502) comes only when the tunnel opens.
+        live = self._live.get(cid)
+        if live is not None:
+            live.tracker.end(handshake.CONNECT_FAILED, connect_error_text(why))
+            self._finish(cid)
 
     def _closed(self, cid: str) -> None:
         live = self._live.get(cid)

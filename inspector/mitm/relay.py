@@ -59,8 +59,10 @@ class TunnelRelay(layer.Layer):
     """
 
     def __init__(self, context, observe: Observe | None, side_closed: SideClosed | None,
-                 closed: Closed | None, fast: bool = True) -> None:
+                 closed: Closed | None, fast: bool = True,
+                 failed: Callable[[str], None] | None = None) -> None:
         super().__init__(context)
+        self._failed = failed  # the server connection could not be opened (an upstream proxy's refusal)
         self._observe = observe
         self._side_closed = side_closed
         self._closed = closed
@@ -76,6 +78,8 @@ class TunnelRelay(layer.Layer):
         if self.context.server.timestamp_start is None:  # lazy strategy / upstream proxy
             err = yield commands.OpenConnection(self.context.server)
             if err:
+                if self._failed is not None:
+                    self._failed(str(err))
                 yield commands.CloseConnection(self.context.client)
                 self._handle_event = self.done
                 return
