@@ -14,11 +14,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal, TypedDict
 
+# Parts the observing stage produces are defined there (it may not import records):
+# the handshake's outcome, its alert, mutual TLS, and the ECH mode.
+from inspector.observe.handshake import Alert, ClientCertificate, Outcome
+from inspector.observe.sni import Ech
+
 SCHEMA = 1
 
 Severity = Literal["error", "warning", "info"]
-Outcome = Literal["established", "server-alert", "client-alert", "closed", "not-tls",
-                  "connect-failed", "timeout"]
 
 
 class Connect(TypedDict):
@@ -36,7 +39,7 @@ class ClientHelloFields(TypedDict, total=False):
     versions: list[str]  # offered, e.g. "TLSv1.3"
     cipher_suites: list[str]  # by IANA name, in the client's order
     groups: list[str]
-    ech: Literal["grease", "outer"] | None
+    ech: Ech | None
     ja4: str
     stack: str | None  # openssl, gnutls, go, java, erlang-otp, boringssl, nss
     stack_evidence: list[str]
@@ -47,16 +50,6 @@ class ServerHelloFields(TypedDict):
     cipher_suite: str | None
     alpn: str | None
     retry: bool  # a HelloRetryRequest
-
-
-# "from" is a Python keyword: the functional form keeps the JSON name.
-Alert = TypedDict("Alert", {"from": Literal["client", "server"], "code": int | None,
-                            "description": str})
-
-
-class ClientCertificate(TypedDict):
-    requested: bool
-    sent: bool | None
 
 
 class Handshake(TypedDict, total=False):
