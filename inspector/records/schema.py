@@ -62,13 +62,14 @@ class Handshake(TypedDict, total=False):
 
 
 class Certificate(TypedDict, total=False):
+    # One that cannot be parsed: subject "unparseable", its sha256, and nulls.
     subject: str
-    issuer: str
-    not_before: str
-    not_after: str
+    issuer: str | None
+    not_before: str | None
+    not_after: str | None
     sha256: str
-    key: str  # e.g. "EC secp256r1", "RSA 2048"
-    signature: str
+    key: str | None  # e.g. "EC secp256r1", "RSA 2048"
+    signature: str | None
     in_path: bool  # used by the validated path
 
 
@@ -78,8 +79,11 @@ class Profile(TypedDict):
     kind: str  # "trust" (--trust) or "client" (--client)
 
 
+ChainSource = Literal["observed", "probe", "intercept"]
+
+
 class Chain(TypedDict, total=False):
-    source: Literal["observed", "probe", "intercept"]
+    source: ChainSource
     certificates: list[Certificate]  # as served
     profiles: dict[str, Profile]
     path: list[str]  # sha256 of each certificate of the validated path
