@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from inspector.findings.codes import Finding, is_flagged
 from inspector.observe.address import format_address, host_port  # noqa: F401 (host_port: re-exported)
@@ -106,6 +108,7 @@ def server_hello_dict(sh: ServerHello) -> ServerHelloFields:
     }
 
 
-def dumps(record: Record) -> str:
-    """One JSON Lines line, newline included. ASCII-only so a line is a line."""
+def dumps(record: Mapping[str, Any]) -> str:
+    """One JSON Lines line, newline included. ASCII-only so a line is a line. Any record:
+    a live `Record`, or one read back (the UI's spool)."""
     return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"
