@@ -54,7 +54,8 @@ def test_sni_cell_states():
 
 
 def test_outcome_severity_codes_and_ipv6_target():
-    r = rec(host="::1", sni=None, findings=[finding("connect-ip", "info"), finding("expiring-soon", "warning")])
+    r = rec(host="::1", sni=None,
+            findings=[finding("connect-ip", "info"), finding("expiring-soon", "warning")])
     r["handshake"] = {"outcome": "server-alert", "version": None,
                       "alert": {"from": "server", "code": 112, "description": "unrecognized_name"}}
     row = build(r)
