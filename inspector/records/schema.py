@@ -1,9 +1,10 @@
 """The record's schema, in code: one JSON object per CONNECT tunnel (`schema: 1`).
 
-Every producer (the addon, the probe command) and every consumer (the JSON Lines
-stream and reader, the export, the UI, the text renderer) uses these types; mypy
-checks them. A record read back from a file is untrusted input and is handled as a
-`Record` only after the reader has checked its shape (records/jsonl.py).
+Every producer (the addon, the probe command) and the consumers of live records (the
+stream's sinks, the export, the text renderer) use these types; mypy checks them. A
+record read back from a file is untrusted input: the reader checks only its outline
+(records/jsonl.py), so it stays a plain mapping, and its consumers (the UI's model and
+detail) check each field they use.
 
 Compatibility: fields are only ever added. A reader of `schema: 1` ignores fields it
 does not know; a field that is absent in an older record reads as null.
