@@ -293,7 +293,8 @@ def load(work: Path, total: int, parallel: int) -> dict:
         (work / f"{name}.key").write_bytes(c.key_pem)
         ups[name] = upstream(work / f"{name}.pem", work / f"{name}.key")
     hosts = {name: f"{name}.lab.test" for name in ups}
-    mapping = [x for name, u in ups.items() for x in ("--connect-to", f"{hosts[name]}:443:127.0.0.1:{u.port}")]
+    mapping = [x for name, u in ups.items()
+               for x in ("--connect-to", f"{hosts[name]}:443:127.0.0.1:{u.port}")]
     jsonl = work / "load.jsonl"
     ti = inspector("--trust", str(work / "load-root.pem"), "--jsonl", str(jsonl), *mapping)
     trusting = ssl.create_default_context(cafile=str(work / "load-root.pem"))
@@ -314,7 +315,8 @@ def load(work: Path, total: int, parallel: int) -> dict:
         rate2, _, fail2 = asyncio.run(run_many(total - first, parallel, make))
         time.sleep(1.0)
         rss_total = ti.rss_mb()
-        alive = asyncio.run(run_many(1, 1, lambda i: one_tunnel(ti.port, 443, trusting, HOST, hosts["good"])))[2] == 0
+        alive = asyncio.run(run_many(
+            1, 1, lambda i: one_tunnel(ti.port, 443, trusting, HOST, hosts["good"])))[2] == 0
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and len(jsonl.read_bytes().splitlines()) < total + 1:
             time.sleep(0.2)

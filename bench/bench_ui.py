@@ -58,8 +58,9 @@ _HINTS = {
                   "Serve a chain to a public root, or give clients the private root."),
     "incomplete-chain": ("the server sends only the leaf; the intermediate is missing",
                          "Serve the leaf followed by its intermediate (fullchain.pem)."),
-    "client-rejected-certificate": ("the client rejected the server's certificate: unknown_ca (48)",
-                                    "Compare the served chain with what the client trusts; see the chain verdict."),
+    "client-rejected-certificate": (
+        "the client rejected the server's certificate: unknown_ca (48)",
+        "Compare the served chain with what the client trusts; see the chain verdict."),
     "connect-ip": ("CONNECT target is an IP address ({h}); the SNI names the host",
                    "Fine if the server needs no SNI; connect by name so the client can send SNI."),
     "upstream-unreachable": ("the proxy could not connect upstream: connection refused",
@@ -75,7 +76,8 @@ def _finding(code: str, host: str, sni: str | None) -> dict:
 
 
 def _cert(cn: str, issuer: str, not_after: str, in_path: bool = True) -> dict:
-    return {"subject": f"CN={cn},O=Example Org,L=Springfield,C=US", "issuer": f"CN={issuer},O=Example CA,C=US",
+    return {"subject": f"CN={cn},O=Example Org,L=Springfield,C=US",
+            "issuer": f"CN={issuer},O=Example CA,C=US",
             "not_before": "2025-01-01T00:00:00Z", "not_after": not_after,
             "sha256": hashlib.sha256(cn.encode()).hexdigest(), "key": "EC P-256",
             "signature": "ecdsa-with-SHA256", "in_path": in_path}
@@ -122,7 +124,8 @@ class RecordMaker:
         if outcome == "established" and rnd.random() < 0.6:
             expired = 0.08 < roll < 0.11
             untrusted = 0.11 < roll < 0.13
-            leaf = _cert(host, "Example Issuing CA R3", "2024-01-01T00:00:00Z" if expired else "2027-01-01T00:00:00Z")
+            leaf = _cert(host, "Example Issuing CA R3",
+                         "2024-01-01T00:00:00Z" if expired else "2027-01-01T00:00:00Z")
             inter = _cert("Example Issuing CA R3", "Example Root X1", "2030-01-01T00:00:00Z")
             trusted = not (expired or untrusted)
             chain = {"source": rnd.choice(("observed", "probe")), "certificates": [leaf, inter],
@@ -145,7 +148,8 @@ class RecordMaker:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)) + f".{i % 1000:03d}Z",
             "client": f"{rnd.choice(self.clients)}:{rnd.randint(30000, 60999)}",
             "connect": {"host": host, "port": port},
-            "upstream": None if outcome == "connect-failed" else {"address": f"93.184.{i % 250}.{i % 199}:{port}"},
+            "upstream": (None if outcome == "connect-failed"
+                         else {"address": f"93.184.{i % 250}.{i % 199}:{port}"}),
             "sni": sni,
             "client_hello": None if outcome == "connect-failed" else
             {"sni_present": sni is not None, "alpn": ["h2", "http/1.1"], "versions": ["TLSv1.3", "TLSv1.2"]},

@@ -6,8 +6,8 @@
 
 --demo records a run of `tunnel-inspector demo --headless` and details its incident-1
 tunnel (the expired cross-signed root). Without --id, the detail shows the first
-tunnel with an error finding (else the last one). --png also converts each SVG with rsvg-convert (Debian: librsvg2-bin), which
-keeps the monospace columns aligned.
+tunnel with an error finding (else the last one). --png also converts each SVG with
+rsvg-convert (Debian: librsvg2-bin), which keeps the monospace columns aligned.
 """
 
 from __future__ import annotations

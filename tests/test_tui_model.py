@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import io
 
+import pytest
+from rich.console import Console
+
+from inspector.records import text
+from inspector.tui.detail import render_detail
 from inspector.tui.model import (
     ERROR,
     HOST_SET_CAP,
@@ -49,7 +54,8 @@ def test_sni_cell_states():
 
 
 def test_outcome_severity_codes_and_ipv6_target():
-    r = rec(host="::1", sni=None, findings=[finding("connect-ip", "info"), finding("expiring-soon", "warning")])
+    r = rec(host="::1", sni=None,
+            findings=[finding("connect-ip", "info"), finding("expiring-soon", "warning")])
     r["handshake"] = {"outcome": "server-alert", "version": None,
                       "alert": {"from": "server", "code": 112, "description": "unrecognized_name"}}
     row = build(r)
@@ -89,6 +95,21 @@ def test_hostile_values_are_escaped_in_every_cell():
     assert row.codes == (("c\\x07", 0),)  # unknown severity counts as info
     assert row.id == "i\\x00d"
     assert "cn=\\x1b]0;x" in row.haystack
+
+
+def test_the_detail_takes_any_json_value_where_a_record_has_a_string_or_bool():
+    """A record read back from a file may hold a list where a code, a severity or the
+    client certificate's `sent` belongs: shown as what it is, never a TypeError."""
+    odd = rec(sni=None, findings=[{"code": ["sni-missing"], "severity": ["error"],
+                                   "message": "odd finding", "hint": "odd hint"}])
+    odd["handshake"]["client_certificate"] = {"requested": True, "sent": [True]}
+    assert text.codes(odd) == set() and text.sni_state(odd) == text.SNI_ABSENT
+    console = Console(width=160, file=io.StringIO(), record=True)
+    console.print(render_detail(odd))
+    shown = console.export_text()
+    line = next(ln for ln in shown.splitlines() if "odd finding" in ln)
+    assert line.split()[:2] == ["INFO", "['sni-missing']"] and "fix: odd hint" in shown
+    assert "the server asked for a client certificate; no answer seen" in shown
 
 
 def test_filter_is_a_list_of_indices_and_keeps_up_with_new_rows():

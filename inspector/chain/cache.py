@@ -16,6 +16,7 @@ the whole budget is not kept.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
@@ -34,8 +35,8 @@ class SharedCache(Generic[V]):
         max_bytes: int = DEFAULT_BYTES,
         keep: Callable[[V], bool] = lambda _: True,
     ) -> None:
-        self._done: TTLCache = TTLCache(maxsize=max_bytes, ttl=ttl, getsizeof=deep_size)
-        self._inflight: dict[Hashable, asyncio.Future] = {}
+        self._done: TTLCache[Hashable, V] = TTLCache(maxsize=max_bytes, ttl=ttl, getsizeof=deep_size)
+        self._inflight: dict[Hashable, asyncio.Future[V]] = {}
         self._keep = keep  # results worth remembering (a timeout is not)
         self.hits = 0  # answered from the cache or by joining work in flight
         self.misses = 0  # work actually started
@@ -47,7 +48,7 @@ class SharedCache(Generic[V]):
     @property
     def bytes(self) -> int:
         """What the stored entries weigh (deep_size), at most max_bytes."""
-        return self._done.currsize
+        return int(self._done.currsize)  # a sum of deep_size ints; typed float for any getsizeof
 
     def __len__(self) -> int:
         return len(self._done)
@@ -61,13 +62,13 @@ class SharedCache(Generic[V]):
             self.misses += 1
             fut = asyncio.ensure_future(make())
             self._inflight[key] = fut
-            fut.add_done_callback(lambda f, k=key: self._settle(k, f))
+            fut.add_done_callback(functools.partial(self._settle, key))
         else:
             self.hits += 1
         # shield: one waiter being cancelled must not cancel the work the others await
         return await asyncio.shield(fut)
 
-    def _settle(self, key: Hashable, fut: asyncio.Future) -> None:
+    def _settle(self, key: Hashable, fut: asyncio.Future[V]) -> None:
         self._inflight.pop(key, None)
         if not fut.cancelled() and fut.exception() is None and self._keep(fut.result()):
             try:

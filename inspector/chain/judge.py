@@ -23,6 +23,7 @@ from inspector.findings.codes import Finding, finding
 from inspector.observe import handshake
 from inspector.observe.sni import ECH_OUTER, decode_sni, ech_mode, ip_literal, normalise_host, sni_bytes
 from inspector.records.record import Tunnel
+from inspector.records.schema import Chain, ChainSource
 
 # What the two caches may hold, each, in bytes of Python objects (cache.deep_size):
 # 64 MiB in all. A verdict weighs ~0.7 KB per certificate (more with long names), a
@@ -86,8 +87,8 @@ class ChainJudge:
         t: Tunnel,
         target: tuple[str, int],
         known: list[bytes] | None = None,
-        source: str = "intercept",
-    ) -> tuple[dict | None, list[Finding]]:
+        source: ChainSource = "intercept",
+    ) -> tuple[Chain | None, list[Finding]]:
         """(the record's chain object or None, chain findings) for a finished tunnel.
 
         target: where the tunnel's upstream connection went (after --connect-to).

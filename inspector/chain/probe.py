@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from OpenSSL import SSL, crypto
 
-from inspector.observe.handshake import AlertSeen, HandshakeTracker, connect_error_text
+from inspector.observe.handshake import AlertSeen, HandshakeTracker, Outcome, connect_error_text
 
 READ_SIZE = 65536
 MAX_ROUNDS = 64  # a handshake is a handful of flights; this bounds a chatty peer
@@ -30,7 +30,7 @@ MAX_SNI = 255  # OpenSSL's limit for a server name it sends (it drops longer one
 class ProbeResult:
     sni: bytes | None
     chain: list[bytes] | None = None  # DER, as served
-    outcome: str | None = None  # a handshake.OUTCOMES value; None when it never got there
+    outcome: Outcome | None = None  # None when it never got there
     version: str | None = None
     alert: AlertSeen | None = None
     error: str | None = None  # connect, proxy, timeout: why there is no handshake

@@ -40,6 +40,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from inspector.chain.trust import TrustProfile
 from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
+from inspector.records.schema import Certificate, Chain, ChainSource
 
 MAX_DEPTH = 8  # intermediates the path builder may stack; real chains need 1-3
 MAX_CERTIFICATES = 100  # real chains have 2-4; more is a broken or hostile server
@@ -89,6 +90,11 @@ class CertificateInfo:
     key: str | None
     signature: str | None
 
+    def to_dict(self, in_path: bool) -> Certificate:
+        return {"subject": self.subject, "issuer": self.issuer, "not_before": self.not_before,
+                "not_after": self.not_after, "sha256": self.sha256, "key": self.key,
+                "signature": self.signature, "in_path": in_path}
+
 
 @dataclass(frozen=True)
 class ProfileResult:
@@ -111,14 +117,12 @@ class ChainVerdict:
         """The path validated by the first profile that validates one (empty if none)."""
         return next((p.path for p in self.profiles if p.path), ())
 
-    def to_dict(self, source: str) -> dict:
+    def to_dict(self, source: ChainSource) -> Chain:
         """The record's "chain" object; `source` is observed, probe or intercept."""
         path = self.path
-        out = {
+        out: Chain = {
             "source": source,
-            "certificates": [
-                {**c.__dict__, "in_path": c.sha256 in path} for c in self.certificates
-            ],
+            "certificates": [c.to_dict(c.sha256 in path) for c in self.certificates],
             "profiles": {
                 p.name: {"trusted": p.trusted, "error": p.error, "kind": p.kind}
                 for p in self.profiles
@@ -152,8 +156,9 @@ def verify_chain(
         kinds = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
         profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in kinds)
         return ChainVerdict(infos, profiles, [unusable])
+    parsed = [c for c in certs if c is not None]  # all of them: _unusable found none missing
     try:
-        served = _Served(certs, now, _Budget(MAX_SIGNATURE_CHECKS))
+        served = _Served(parsed, now, _Budget(MAX_SIGNATURE_CHECKS))
         analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
         return ChainVerdict(infos, *analysis.conclude())
     except _OverBudget:
@@ -297,15 +302,19 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     key, signature, tbs = issuer.public_key(), child.signature, child.tbs_certificate_bytes
     try:
         digest = child.signature_hash_algorithm
-        if isinstance(key, rsa.RSAPublicKey):
+        if isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
+            key.verify(signature, tbs)
+        elif digest is None:
+            return False  # an Ed25519/Ed448 signature under another key type: verify would raise TypeError
+        elif isinstance(key, rsa.RSAPublicKey):
             scheme = child.signature_algorithm_parameters or padding.PKCS1v15()
+            if isinstance(scheme, ec.ECDSA):
+                return False  # an ECDSA signature under an RSA key: verify would raise TypeError
             key.verify(signature, tbs, scheme, digest)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, tbs, ec.ECDSA(digest))
         elif isinstance(key, dsa.DSAPublicKey):
             key.verify(signature, tbs, digest)
-        elif isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)):
-            key.verify(signature, tbs)
         else:
             return False
     except (InvalidSignature, TypeError, ValueError, UnsupportedAlgorithm):
@@ -379,7 +388,7 @@ class _Names:
         return ([target] if self.covers(target) else []) + own
 
 
-def _general_name(host: str) -> x509.GeneralName:
+def _general_name(host: str) -> x509.DNSName | x509.IPAddress:
     ip = ip_literal(host)
     if ip is not None:
         return x509.IPAddress(ipaddress.ip_address(ip))
@@ -403,7 +412,7 @@ class _Served:
         self.budget = budget
         self.self_signed = [budget.issued_by(c, c) for c in certs]
         self.walk = self._walk()
-        self.index = {}  # sha256 -> first served position
+        self.index: dict[str, int] = {}  # sha256 -> first served position
         for i, c in enumerate(certs):
             self.index.setdefault(_fingerprint(c), i)
 
@@ -496,7 +505,7 @@ class _Analysis:
         self.intermediates = served.intermediates()
         self.probe = self._probe_name()
 
-    def _probe_name(self) -> x509.GeneralName:
+    def _probe_name(self) -> x509.DNSName | x509.IPAddress:
         """A name the leaf covers, so the path builder judges the chain; names are
         judged separately (hostname-mismatch) and for both SNI and CONNECT host."""
         fallback = x509.DNSName("no-usable-name.invalid")  # the builder reports the leaf's names
@@ -512,7 +521,8 @@ class _Analysis:
             return subject
         return fallback
 
-    def _validate(self, store: Store, moment: dt.datetime) -> tuple[list | None, str | None]:
+    def _validate(self, store: Store, moment: dt.datetime) -> list[x509.Certificate] | str:
+        """The validated path, or cryptography's reason it found none."""
         verifier = (
             PolicyBuilder()
             .store(store)
@@ -521,14 +531,14 @@ class _Analysis:
             .build_server_verifier(self.probe)
         )
         try:
-            return verifier.verify(self.served.leaf, self.intermediates), None
+            return verifier.verify(self.served.leaf, self.intermediates)
         except VerificationError as e:
-            return None, str(e)
+            return str(e)
 
     def _run(self, profile: TrustProfile, kind: str) -> _Run:
-        path, error = self._validate(profile.store, self.served.now)
-        if path is None:
-            return _Run(profile, kind, None, self._diagnose(profile, error, self.served.now))
+        path = self._validate(profile.store, self.served.now)
+        if isinstance(path, str):
+            return _Run(profile, kind, None, self._diagnose(profile, path, self.served.now))
         if not self.names.covers(self.target):
             return _Run(profile, kind, path, self._name_problem())
         return _Run(profile, kind, path, None)
@@ -570,14 +580,14 @@ class _Analysis:
         dates are the whole story.
         """
         moment = self.served.leaf_moment()
-        problems = [r.problem for r in runs]
+        problems = [r.problem for r in runs if r.problem is not None]  # all: every run failed
         if moment != self.served.now:
             problems = []
             for profile in self.trust:
-                path, error = self._validate(profile.store, moment)
-                if path is not None:
+                path = self._validate(profile.store, moment)
+                if not isinstance(path, str):
                     return []
-                problems.append(self._diagnose(profile, error, moment))
+                problems.append(self._diagnose(profile, path, moment))
         return list({(d.code, d.message): d for d in problems}.values())
 
     # -- diagnoses: cryptography's error text plus the served chain, in plain words --
@@ -604,7 +614,7 @@ class _Analysis:
 
     def _candidate_path(self, profile: TrustProfile) -> list[_Positioned]:
         """The served walk and the profile's root above it: (served position or None, cert)."""
-        walk = [(i, self.served.certs[i]) for i in self.served.walk]
+        walk: list[_Positioned] = [(i, self.served.certs[i]) for i in self.served.walk]
         top = self.served.top()
         if self.served.self_signed[top]:
             return walk
@@ -806,7 +816,7 @@ class _Analysis:
 
     def _path_certs(self, path: list[x509.Certificate]) -> list[_Positioned]:
         """The served walk and the validated path together: every certificate a client may use."""
-        out = [(i, self.served.certs[i]) for i in self.served.walk]
+        out: list[_Positioned] = [(i, self.served.certs[i]) for i in self.served.walk]
         seen = {_fingerprint(c) for _, c in out}
         for cert in path:
             fp = _fingerprint(cert)

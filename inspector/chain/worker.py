@@ -35,7 +35,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -43,6 +43,9 @@ from cryptography.x509.verification import Store
 
 from inspector.chain.trust import TrustProfile
 from inspector.chain.verify import ChainVerdict, verify_chain
+
+# A worker's answer: the verdict, or the traceback of the verdict's own failure.
+_Reply = tuple[Literal["ok"], ChainVerdict] | tuple[Literal["error"], str]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ class VerdictWorkers:
             request = pickle.dumps((chain, sni, connect_host, now, expiring_days))
             ask = asyncio.get_running_loop().run_in_executor(self._io, worker.ask, request)
             try:
-                status, value = await asyncio.wait_for(ask, self.timeout)
+                reply = await asyncio.wait_for(ask, self.timeout)
             except TimeoutError:
                 worker.kill()
                 raise VerdictUnavailable(
@@ -127,11 +130,11 @@ class VerdictWorkers:
                 worker.kill()
                 raise
             self._idle.append(worker)
-            if status != "ok":
-                log.error("the verdict worker failed on a chain:\n%s", value)
-                last = value.splitlines()[-1]
+            if reply[0] != "ok":
+                log.error("the verdict worker failed on a chain:\n%s", reply[1])
+                last = reply[1].splitlines()[-1]
                 raise VerdictUnavailable(f"no chain verdict: the verdict failed ({last})")
-            return value
+            return reply[1]
         finally:
             self._slots.release()
 
@@ -175,17 +178,19 @@ class _Worker:
             # the terminal's Ctrl-C is the proxy's to handle: it stops the worker itself
             start_new_session=True,
         )
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # both PIPE
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
         self._setup: bytes | None = setup  # sent with the first request, from the I/O thread
         self._forget = forget
         self._lock = threading.Lock()
 
-    def ask(self, request: bytes) -> tuple[str, object]:
+    def ask(self, request: bytes) -> _Reply:
         try:
             if self._setup is not None:
-                _write(self._proc.stdin, self._setup)
+                _write(self._stdin, self._setup)
                 self._setup = None
-            _write(self._proc.stdin, request)
-            reply = _read(self._proc.stdout)
+            _write(self._stdin, request)
+            reply = _read(self._stdout)
         except (OSError, ValueError) as e:  # ValueError: a pipe closed by kill()
             raise _WorkerGone(f"stopped answering ({e})") from None
         if reply is None:
@@ -203,12 +208,12 @@ class _Worker:
     def close(self) -> None:
         with self._lock:
             try:
-                self._proc.stdin.close()  # EOF: an idle worker exits at once
+                self._stdin.close()  # EOF: an idle worker exits at once
                 self._proc.wait(timeout=2)
             except (OSError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait()
-            self._proc.stdout.close()
+            self._stdout.close()
 
 
 def _portable(profiles: list[TrustProfile]) -> list[tuple[str, list[bytes], int]]:
@@ -227,12 +232,12 @@ def _profiles(data: list[tuple[str, list[bytes], int]]) -> list[TrustProfile]:
     return out
 
 
-def _write(pipe: BinaryIO, payload: bytes) -> None:
+def _write(pipe: IO[bytes], payload: bytes) -> None:
     pipe.write(_HEADER.pack(len(payload)) + payload)
     pipe.flush()
 
 
-def _read(pipe: BinaryIO) -> bytes | None:
+def _read(pipe: IO[bytes]) -> bytes | None:
     """One frame, or None at EOF."""
     header = pipe.read(_HEADER.size)
     if len(header) < _HEADER.size:
@@ -256,7 +261,7 @@ def main() -> None:
         try:
             verdict = verify_chain(chain, sni=sni, connect_host=connect_host, trust=trust,
                                    clients=clients, now=now, expiring_days=expiring_days)
-            reply = ("ok", verdict)
+            reply: _Reply = ("ok", verdict)
         except Exception:  # a verdict bug: sent to the proxy, which logs it
             reply = ("error", traceback.format_exc())
         _write(out, pickle.dumps(reply))

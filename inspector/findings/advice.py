@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from inspector.observe.stacks import ERLANG, GNUTLS, GO, JAVA, OPENSSL
 
-SNI_MISSING = {
+# By stack name (observe/stacks.py); a client of no known stack (None) has no entry.
+SNI_MISSING: dict[str | None, str] = {
     ERLANG: (
         "Erlang/OTP sends no SNI when ssl:connect upgrades an already connected socket "
         "(hackney's and other clients' proxy path: the hackney incident) or when the host "
@@ -41,7 +42,7 @@ SNI_MISSING = {
 }
 
 # A client's alert that rejects the server's certificate, by stack.
-CERTIFICATE_REJECTED = {
+CERTIFICATE_REJECTED: dict[str | None, str] = {
     JAVA: (
         "Java (JSSE) answers most certificate failures (untrusted issuer, expiry, host "
         "name) with certificate_unknown, and in TLS 1.3 encrypts it in a record padded "

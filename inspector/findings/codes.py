@@ -6,16 +6,20 @@ person reading it (`message`) and a sentence that says what to fix and where (`h
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
-ERROR = "error"
-WARNING = "warning"
-INFO = "info"
+from inspector.records.schema import FindingFields, Severity
 
-SEVERITY_RANK = {INFO: 0, WARNING: 1, ERROR: 2}
+ERROR: Final = "error"
+WARNING: Final = "warning"
+INFO: Final = "info"
+
+SEVERITY_RANK: dict[str, int] = {INFO: 0, WARNING: 1, ERROR: 2}
 
 # Every code the inspector emits, with its default severity. `stable` in design.md.
-CODES = {
+CODES: dict[str, Severity] = {
     # SNI and handshake
     "sni-missing": ERROR,
     "sni-mismatch": ERROR,
@@ -52,30 +56,34 @@ CODES = {
 @dataclass(frozen=True)
 class Finding:
     code: str
-    severity: str
+    severity: Severity
     message: str
     hint: str
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def to_dict(self) -> FindingFields:
+        return {"code": self.code, "severity": self.severity, "message": self.message, "hint": self.hint}
 
 
-def finding(code: str, message: str, hint: str, severity: str | None = None) -> Finding:
+def finding(code: str, message: str, hint: str, severity: Severity | None = None) -> Finding:
     """A finding with the code's default severity unless the caller knows better."""
     if code not in CODES:
         raise KeyError(f"unknown finding code {code!r}")
     return Finding(code, severity or CODES[code], message, hint)
 
 
-def is_flagged(findings: list[dict] | list[Finding]) -> bool:
+# A finding as the record holds it (or as read back: any mapping), or as computed.
+AnyFinding = Mapping[str, Any] | Finding
+
+
+def is_flagged(findings: Iterable[AnyFinding]) -> bool:
     """A tunnel is flagged when any finding is a warning or an error."""
     return any(_severity(f) in (WARNING, ERROR) for f in findings)
 
 
-def worst_severity(findings: list[dict] | list[Finding]) -> str | None:
+def worst_severity(findings: Iterable[AnyFinding]) -> str | None:
     severities = [_severity(f) for f in findings]
     return max(severities, key=SEVERITY_RANK.__getitem__) if severities else None
 
 
-def _severity(f: dict | Finding) -> str:
-    return f["severity"] if isinstance(f, dict) else f.severity
+def _severity(f: AnyFinding) -> str:
+    return f.severity if isinstance(f, Finding) else f["severity"]

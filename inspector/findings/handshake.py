@@ -19,6 +19,7 @@ from inspector.observe.handshake import (
     SERVER_ALERT,
     TIMEOUT,
     AlertSeen,
+    ClientCertificate,
 )
 from inspector.observe.names import cipher_suite_names, group_names
 from inspector.observe.stacks import ERLANG, JAVA
@@ -34,7 +35,7 @@ def outcome_findings(
     offer: wire.ClientHello | None = None,
     chosen: wire.ServerHello | None = None,
     stack: str | None = None,
-    client_certificate: dict | None = None,
+    client_certificate: ClientCertificate | None = None,
 ) -> list[Finding]:
     """The findings a handshake outcome leads to (none for a clean `established`).
 
@@ -99,8 +100,8 @@ def outcome_findings(
                        "after the client's certificate and Finished: it requires a client "
                        "certificate, or refused the one sent")
         else:
-            sent = (client_certificate or {}).get("sent")
-            answer = {True: "; the client sent one", False: "; the client sent none"}.get(sent, "")
+            sent = client_certificate.get("sent") if client_certificate else None
+            answer = _CLIENT_CERTIFICATE_SENT.get(sent, "")
             message = (f"the server asked for a client certificate, then refused the "
                        f"handshake: {_alert_text(alert)}{answer}")
         return [finding("server-alert", message, _CLIENT_CERTIFICATE_HINT)]
@@ -229,7 +230,11 @@ _CLIENT_CERTIFICATE_HINT = (
 _SERVER_ALERT_DEFAULT = (
     "Compare the ClientHello (SNI, versions, ALPN) with what the server accepts."
 )
-_SERVER_ALERT_HINTS = {
+# What the client answered a certificate request with: None when it was not seen.
+_CLIENT_CERTIFICATE_SENT: dict[bool | None, str] = {
+    True: "; the client sent one", False: "; the client sent none"}
+# Keyed by alert code; an encrypted alert (code None) has no hint of its own.
+_SERVER_ALERT_HINTS: dict[int | None, str] = {
     112: "The server does not serve this name: check the SNI the client sends, or add "
     "the name to the server's virtual hosts.",
     40: "No shared parameters, or the server needs SNI the client did not send: compare "

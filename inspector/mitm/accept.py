@@ -18,6 +18,8 @@ import logging
 import resource
 import time
 from asyncio import selector_events
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, cast
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +32,25 @@ _SIGNATURE = ["protocol_factory", "sock", "sslcontext", "server", "backlog",
               "ssl_handshake_timeout", "ssl_shutdown_timeout"]
 
 
+class _Private(Protocol):
+    """The private parts of CPython's selector loop used here (typeshed has none of them);
+    install() checks the accept step's signature before relying on them."""
+
+    _accept_connection: Callable[..., None]
+
+    def _remove_reader(self, fd: int) -> bool: ...
+
+    def _accept_connection2(self, *args: Any) -> Coroutine[Any, Any, None]: ...
+
+    def _start_serving(self, *args: Any) -> None: ...
+
+
 class _Acceptor:
     """BaseSelectorEventLoop._accept_connection, ending its batch at a resource error."""
 
     def __init__(self, loop: selector_events.BaseSelectorEventLoop) -> None:
         self._loop = loop
+        self._private = cast(_Private, loop)  # the same loop, seen through its private API
         self._short_since: float | None = None  # when accept() last started failing
         self._warned = -WARN_EVERY_S
 
@@ -53,7 +69,7 @@ class _Acceptor:
                 self._short(exc)
                 # Linux keeps the listener readable while accept() fails: stop watching
                 # it, or the loop spins; the connection waits in the kernel's queue.
-                loop._remove_reader(sock.fileno())
+                self._private._remove_reader(sock.fileno())
                 loop.call_later(RETRY_S, self._resume,
                                 (protocol_factory, sock, sslcontext, server, backlog, *timeouts))
                 return
@@ -61,14 +77,14 @@ class _Acceptor:
                 log.info("accepting connections again after %.1f s without file descriptors",
                          time.monotonic() - self._short_since)
                 self._short_since = None
-            loop.create_task(loop._accept_connection2(
+            loop.create_task(self._private._accept_connection2(
                 protocol_factory, conn, {"peername": addr}, sslcontext, server, *timeouts))
 
     def _resume(self, args: tuple) -> None:
         sock, server = args[1], args[3]
         if sock.fileno() == -1 or (server is not None and not server.is_serving()):
             return  # the server was closed meanwhile
-        self._loop._start_serving(*args)
+        self._private._start_serving(*args)
 
     def _short(self, exc: OSError) -> None:
         now = time.monotonic()
@@ -89,9 +105,10 @@ def install(loop: asyncio.AbstractEventLoop) -> bool:
     if not isinstance(loop, selector_events.BaseSelectorEventLoop):
         log.debug("not a selector event loop: accept errors are left to %r", loop)
         return False
-    params = list(inspect.signature(loop._accept_connection).parameters)
+    private = cast(_Private, loop)
+    params = list(inspect.signature(private._accept_connection).parameters)
     if params != _SIGNATURE:
         log.debug("asyncio's accept step changed (%s): left alone", params)
         return False
-    loop._accept_connection = _Acceptor(loop)
+    private._accept_connection = _Acceptor(loop)
     return True

@@ -226,7 +226,7 @@ class _Side(asyncio.Protocol):
     def __init__(self, relay: FastRelay, transport: asyncio.Transport) -> None:
         self.relay = relay
         self.transport = transport
-        self.peer: _Side | None = None
+        self.peer: _Side  # the other side: set by FastRelay once both exist
         self.ended = False  # this side sent its end (FIN): passed on as a half-close
 
     def data_received(self, data: bytes) -> None:

@@ -11,16 +11,20 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from typing import Final, Literal, TypedDict
 
 from inspector.observe import wire
 
-ESTABLISHED = "established"
-SERVER_ALERT = "server-alert"
-CLIENT_ALERT = "client-alert"
-CLOSED = "closed"
-NOT_TLS = "not-tls"
-CONNECT_FAILED = "connect-failed"
-TIMEOUT = "timeout"
+# How a handshake ended: the record's handshake.outcome (records/schema.py).
+Outcome = Literal["established", "server-alert", "client-alert", "closed", "not-tls",
+                  "connect-failed", "timeout"]
+ESTABLISHED: Final = "established"
+SERVER_ALERT: Final = "server-alert"
+CLIENT_ALERT: Final = "client-alert"
+CLOSED: Final = "closed"
+NOT_TLS: Final = "not-tls"
+CONNECT_FAILED: Final = "connect-failed"
+TIMEOUT: Final = "timeout"
 
 OUTCOMES = (ESTABLISHED, SERVER_ALERT, CLIENT_ALERT, CLOSED, NOT_TLS, CONNECT_FAILED, TIMEOUT)
 
@@ -42,7 +46,7 @@ TLS13_SUITES = {0x1301: (32, 16), 0x1302: (48, 16), 0x1303: (32, 16), 0x1304: (3
 def tls13_record_bounds(suite: int | None) -> tuple[int, int]:
     """(largest record that can only be an alert, smallest Finished record) for a suite;
     an unknown suite is taken as the common SHA-256 / 16-byte tag kind."""
-    hash_len, tag = TLS13_SUITES.get(suite, (32, 16))
+    hash_len, tag = TLS13_SUITES.get(suite, (32, 16)) if suite is not None else (32, 16)
     return 4 + tag, 4 + hash_len + 1 + tag
 
 
@@ -63,15 +67,27 @@ HANDSHAKE_MESSAGE_LIMIT = 256 * 1024
 UNDECIDED_BYTES_LIMIT = 17 * 1024 * 1024
 
 
+# The record's handshake.alert; "from" is a Python keyword: the functional form keeps the JSON name.
+Alert = TypedDict("Alert", {"from": Literal["client", "server"], "code": int | None,
+                            "description": str})
+
+
+class ClientCertificate(TypedDict):
+    """The record's handshake.client_certificate: TLS <= 1.2 mutual TLS seen in clear."""
+
+    requested: bool
+    sent: bool | None
+
+
 @dataclass(frozen=True)
 class AlertSeen:
-    sender: str  # "server" | "client"
+    sender: Literal["client", "server"]
     code: int | None  # None when encrypted
     # A server's alert that answered the client's certificate: asked for in clear
     # (TLS <= 1.2), or the client's encrypted flight that carries it (TLS 1.3).
     client_certificate: bool = False
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Alert:
         desc = "encrypted" if self.code is None else wire.alert_name(self.code)
         return {"from": self.sender, "code": self.code, "description": desc}
 
@@ -109,7 +125,7 @@ class HandshakeTracker:
         # send data, or leave right after the handshake (CLOSED_AFTER_HANDSHAKE)?
         self._watching = False
         self.first_close: str | None = None  # "client" | "server": who closed first
-        self.outcome: str | None = None
+        self.outcome: Outcome | None = None
         self.detail: str | None = None  # a sentence on how it ended, for the record
         self.client_hello_error: str | None = None
 
@@ -122,7 +138,7 @@ class HandshakeTracker:
         """Decided, and nothing more to read: the record can be written."""
         return self.outcome is not None and not self._watching
 
-    def client_certificate(self) -> dict | None:
+    def client_certificate(self) -> ClientCertificate | None:
         """TLS <= 1.2 mutual TLS as seen in clear: asked for, and the client's answer."""
         if not self.certificate_requested:
             return None
@@ -247,7 +263,8 @@ class HandshakeTracker:
         after = ""
         if self.warning is not None:  # the last word before the silence
             self.alert = self.warning
-            after = f", after the {self.warning.sender}'s warning alert {self.warning.to_dict()['description']}"
+            desc = self.warning.to_dict()["description"]
+            after = f", after the {self.warning.sender}'s warning alert {desc}"
         self._decide(TIMEOUT, f"{what} within {seconds:g} s{after}")
 
     def _record(self, from_client: bool, side: _Side, record: wire.Record) -> None:
@@ -263,7 +280,7 @@ class HandshakeTracker:
             alert = wire.parse_alert(record.payload) if not encrypted else wire.Alert(None, None)
             if alert.code == 0:
                 return  # close_notify is no verdict
-            sender = "client" if from_client else "server"
+            sender: Literal["client", "server"] = "client" if from_client else "server"
             seen = AlertSeen(sender, alert.code, sender == "server" and self.certificate_requested)
             if alert.level == WARNING_LEVEL:
                 # e.g. a TLS 1.2 server's warning unrecognized_name: the handshake goes on
@@ -287,6 +304,7 @@ class HandshakeTracker:
         for one is an alert if nothing follows it. The server's next record answers the
         client's flight: an alert refuses the client's certificate, anything else accepts.
         """
+        assert self.server_hello is not None  # called only once _tls13() holds
         alert_max, finished_min = tls13_record_bounds(self.server_hello.cipher_suite)
         if from_client and not self.client_answered:
             if size <= alert_max:
@@ -331,7 +349,8 @@ class HandshakeTracker:
             if self._tls12() and record.type == wire.APPLICATION_DATA:
                 self._settle(None)
             return
-        alert_max = tls13_record_bounds(self.server_hello.cipher_suite)[0] if self._tls13() else -1
+        sh = self.server_hello
+        alert_max = tls13_record_bounds(sh.cipher_suite)[0] if sh is not None and self._tls13() else -1
         if record.type == wire.APPLICATION_DATA and record.size > alert_max:
             self._settle(None)
         else:  # its close_notify: whoever's EOF the relay sees first, the client is leaving
@@ -382,14 +401,14 @@ class HandshakeTracker:
             f"{a.sender} sent alert {a.to_dict()['description']}",
         )
 
-    def end(self, outcome: str, detail: str | None) -> None:
+    def end(self, outcome: Outcome, detail: str | None) -> None:
         """Decide from outside the bytes (connect failure, proxy shutdown)."""
         if self._watching:
             self._settle(None)
         elif self.outcome is None:
             self._decide(outcome, detail)
 
-    def _decide(self, outcome: str, detail: str | None) -> None:
+    def _decide(self, outcome: Outcome, detail: str | None) -> None:
         self.outcome = outcome
         self.detail = detail
         if outcome != ESTABLISHED:

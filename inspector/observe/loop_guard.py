@@ -39,7 +39,8 @@ def numeric_address(host: str) -> Address | None:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
         return None
-    addr = ipaddress.ip_address(infos[0][4][0].split("%", 1)[0])
+    host = str(infos[0][4][0])  # an IP sockaddr's host is text (typeshed allows int for others)
+    addr = ipaddress.ip_address(host.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         return addr.ipv4_mapped
     return addr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Final, Literal
 
 from inspector.observe.wire import ClientHello
 
@@ -60,11 +61,12 @@ def decode_sni(raw: bytes) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
-ECH_GREASE = "grease"
-ECH_OUTER = "outer"
+Ech = Literal["grease", "outer"]  # the record's client_hello.ech (records/schema.py)
+ECH_GREASE: Final = "grease"
+ECH_OUTER: Final = "outer"
 
 
-def ech_mode(connect_host: str, ch: ClientHello) -> str | None:
+def ech_mode(connect_host: str, ch: ClientHello) -> Ech | None:
     """Encrypted Client Hello: None without the extension; "grease" when the SNI is the
     CONNECT host (Chromium sends the extension on every handshake to keep it usable);
     "outer" when it names another host: the real name is encrypted and the SNI is the

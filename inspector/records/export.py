@@ -15,8 +15,9 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from inspector.records.escape import safe
 from inspector.records.record import dumps
@@ -28,8 +29,10 @@ log = logging.getLogger(__name__)
 FILENAME = "tunnel-inspector-flagged-{:%Y%m%d-%H%M%S}.json"
 
 
-def write_export(path: str | Path, records: Iterable[Record], now: dt.datetime | None = None) -> int:
+def write_export(path: str | Path, records: Iterable[Mapping[str, Any]],
+                 now: dt.datetime | None = None) -> int:
     """Write `records` (all of them, in order: the caller selects) to `path` atomically.
+    Live records or ones read back (the UI re-reads its file or spool): written as they are.
 
     Returns the number of records written. Records are streamed, so an export of many
     tunnels never holds a second copy of them as one big string. Raises OSError.
@@ -69,7 +72,8 @@ def export_path(directory: str | Path, now: dt.datetime) -> Path:
     return path
 
 
-def export_flagged(records: Iterable[Record], directory: str | Path, now: dt.datetime) -> tuple[Path, int]:
+def export_flagged(records: Iterable[Mapping[str, Any]], directory: str | Path,
+                   now: dt.datetime) -> tuple[Path, int]:
     """Write the flagged ones among `records` to a new timestamped file in `directory`.
 
     The caller passes the records the user is looking at (for the UI: those matching

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from json.scanner import c_make_scanner
+from json.scanner import make_scanner
 from pathlib import Path
 
 # A record is a few KB; a longer "line" is not a record and is not buffered whole.
@@ -58,8 +58,9 @@ def record_problem(obj: object) -> str | None:
 
 # json.loads() on bytes spends a third of its time finding the encoding and checking
 # for trailing data; opening a 100k-line file calls it 100k times. The C scanner it
-# uses underneath does the same parse.
-_scan = c_make_scanner(json.JSONDecoder())
+# uses underneath (json.scanner.make_scanner is c_make_scanner on CPython) does the same parse.
+# typeshed types the context as a scanner; the C code reads only a decoder's attributes.
+_scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def parse_line(raw: bytes) -> dict | str:

@@ -10,29 +10,40 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from inspector.findings.codes import Finding, is_flagged
 from inspector.observe.address import format_address, host_port  # noqa: F401 (host_port: re-exported)
-from inspector.observe.handshake import AlertSeen
+from inspector.observe.handshake import CLOSED, AlertSeen
 from inspector.observe.ja4 import ja4
 from inspector.observe.names import cipher_suite_name, cipher_suite_names, group_names
 from inspector.observe.sni import decode_sni, ech_mode
 from inspector.observe.stacks import identify
 from inspector.observe.wire import ClientHello, ServerHello, version_name
-from inspector.records.schema import SCHEMA, Chain, ClientHelloFields, Record, ServerHelloFields, rfc3339
+from inspector.records.schema import (
+    SCHEMA,
+    Chain,
+    ClientCertificate,
+    ClientHelloFields,
+    Outcome,
+    Record,
+    ServerHelloFields,
+    rfc3339,
+)
 
 
 @dataclass
 class Tunnel:
     id: str
-    client: tuple
+    client: tuple | None  # None: no client (the probe command)
     connect_host: str
     connect_port: int
     started: float = field(default_factory=time.time)
     upstream: tuple | None = None
     client_hello: ClientHello | None = None
-    outcome: str | None = None
+    outcome: Outcome | None = None  # None until decided
     version: str | None = None
     alert: AlertSeen | None = None
     detail: str | None = None
@@ -41,7 +52,7 @@ class Tunnel:
     observed_chain: list[bytes] | None = None
     server_hello: ServerHello | None = None
     # TLS <= 1.2 mutual TLS in clear: {"requested": True, "sent": bool | None}
-    client_certificate: dict | None = None
+    client_certificate: ClientCertificate | None = None
 
     def to_record(self, findings: list[Finding], chain: Chain | None = None) -> Record:
         ch = self.client_hello
@@ -57,7 +68,8 @@ class Tunnel:
             "client_hello": None if ch is None else client_hello_dict(ch, self.connect_host),
             "server_hello": None if self.server_hello is None else server_hello_dict(self.server_hello),
             "handshake": {
-                "outcome": self.outcome,
+                # Published once decided; undecided reads as closed, as its findings do.
+                "outcome": self.outcome or CLOSED,
                 "version": self.version,
                 "alert": self.alert.to_dict() if self.alert else None,
                 "client_certificate": self.client_certificate,
@@ -96,6 +108,7 @@ def server_hello_dict(sh: ServerHello) -> ServerHelloFields:
     }
 
 
-def dumps(record: Record) -> str:
-    """One JSON Lines line, newline included. ASCII-only so a line is a line."""
+def dumps(record: Mapping[str, Any]) -> str:
+    """One JSON Lines line, newline included. ASCII-only so a line is a line. Any record:
+    a live `Record`, or one read back (the UI's spool)."""
     return json.dumps(record, ensure_ascii=True, separators=(",", ":")) + "\n"

@@ -1,9 +1,10 @@
 """The record's schema, in code: one JSON object per CONNECT tunnel (`schema: 1`).
 
-Every producer (the addon, the probe command) and every consumer (the JSON Lines
-stream and reader, the export, the UI, the text renderer) uses these types; mypy
-checks them. A record read back from a file is untrusted input and is handled as a
-`Record` only after the reader has checked its shape (records/jsonl.py).
+Every producer (the addon, the probe command) and the consumers of live records (the
+stream's sinks, the export, the text renderer) use these types; mypy checks them. A
+record read back from a file is untrusted input: the reader checks only its outline
+(records/jsonl.py), so it stays a plain mapping, and its consumers (the UI's model and
+detail) check each field they use.
 
 Compatibility: fields are only ever added. A reader of `schema: 1` ignores fields it
 does not know; a field that is absent in an older record reads as null.
@@ -14,11 +15,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal, TypedDict
 
+# Parts the observing stage produces are defined there (it may not import records):
+# the handshake's outcome, its alert, mutual TLS, and the ECH mode.
+from inspector.observe.handshake import Alert, ClientCertificate, Outcome
+from inspector.observe.sni import Ech
+
 SCHEMA = 1
 
 Severity = Literal["error", "warning", "info"]
-Outcome = Literal["established", "server-alert", "client-alert", "closed", "not-tls",
-                  "connect-failed", "timeout"]
 
 
 class Connect(TypedDict):
@@ -36,7 +40,7 @@ class ClientHelloFields(TypedDict, total=False):
     versions: list[str]  # offered, e.g. "TLSv1.3"
     cipher_suites: list[str]  # by IANA name, in the client's order
     groups: list[str]
-    ech: Literal["grease", "outer"] | None
+    ech: Ech | None
     ja4: str
     stack: str | None  # openssl, gnutls, go, java, erlang-otp, boringssl, nss
     stack_evidence: list[str]
@@ -49,16 +53,6 @@ class ServerHelloFields(TypedDict):
     retry: bool  # a HelloRetryRequest
 
 
-# "from" is a Python keyword: the functional form keeps the JSON name.
-Alert = TypedDict("Alert", {"from": Literal["client", "server"], "code": int | None,
-                            "description": str})
-
-
-class ClientCertificate(TypedDict):
-    requested: bool
-    sent: bool | None
-
-
 class Handshake(TypedDict, total=False):
     outcome: Outcome
     version: str | None
@@ -69,13 +63,14 @@ class Handshake(TypedDict, total=False):
 
 
 class Certificate(TypedDict, total=False):
+    # One that cannot be parsed: subject "unparseable", its sha256, and nulls.
     subject: str
-    issuer: str
-    not_before: str
-    not_after: str
+    issuer: str | None
+    not_before: str | None
+    not_after: str | None
     sha256: str
-    key: str  # e.g. "EC secp256r1", "RSA 2048"
-    signature: str
+    key: str | None  # e.g. "EC secp256r1", "RSA 2048"
+    signature: str | None
     in_path: bool  # used by the validated path
 
 
@@ -85,8 +80,11 @@ class Profile(TypedDict):
     kind: str  # "trust" (--trust) or "client" (--client)
 
 
+ChainSource = Literal["observed", "probe", "intercept"]
+
+
 class Chain(TypedDict, total=False):
-    source: Literal["observed", "probe", "intercept"]
+    source: ChainSource
     certificates: list[Certificate]  # as served
     profiles: dict[str, Profile]
     path: list[str]  # sha256 of each certificate of the validated path

@@ -127,7 +127,7 @@ class JsonlSink:
         self.not_written = 0
         self.error: str | None = None
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: Record) -> None:
         try:
             self._file.append(dumps(record).encode("ascii"))
         except OSError as e:
@@ -150,7 +150,7 @@ class Summary:
         self.codes: Counter[str] = Counter()
         self.by_host: dict[str, dict[str, str]] = {}  # host:port -> {code: severity}
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: Record) -> None:
         self.tunnels += 1
         self.flagged += bool(record.get("flagged"))
         findings = record.get("findings") or []
@@ -193,7 +193,7 @@ class LinePrinter:
         self._thread = threading.Thread(target=self._write, name="headless-lines", daemon=True)
         self._thread.start()
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: Record) -> None:
         try:
             self._queue.put_nowait(text.line(record, self._colour))
         except queue.Full:

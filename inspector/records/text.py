@@ -34,7 +34,9 @@ def plural(n: int, noun: str) -> str:
 
 
 def codes(record: Mapping) -> set[str]:
-    return {f.get("code") for f in record.get("findings") or () if isinstance(f, dict)}
+    """The finding codes of a record; one read back may hold anything, so only strings count."""
+    found = (f.get("code") for f in record.get("findings") or () if isinstance(f, dict))
+    return {c for c in found if isinstance(c, str)}
 
 
 def target_text(host: object, port: object) -> str:
@@ -106,10 +108,11 @@ def report(record: Record, colour: bool = False) -> str:
         return f"{_SEV_COLOUR[sev]}{text}{_RESET}" if colour and sev in _SEV_COLOUR else text
 
     c = record["connect"]
-    up = record.get("upstream") or {}
+    up = record.get("upstream")
+    address = up.get("address") if up else None
     lines = [
         f"target     {target_text(c['host'], c['port'])}"
-        + (f"  (connected to {safe(up.get('address'))})" if up.get("address") else ""),
+        + (f"  (connected to {safe(address)})" if address else ""),
         f"SNI sent   {sni_text(record)}",
         f"handshake  {_handshake_line(record['handshake'])}",
     ]

@@ -10,8 +10,11 @@ over the rows; no widget is rebuilt.
 
 from __future__ import annotations
 
+import enum
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from inspector.findings.codes import SEVERITY_RANK
 from inspector.records import text
@@ -35,11 +38,24 @@ VERDICT_RANK = {v: i for i, v in enumerate(VERDICTS)}
 HOST_SET_CAP = 256
 
 
-KEEP = object()  # set_filter: leave this part of the filter as it is
+class _Keep(enum.Enum):
+    KEEP = enum.auto()
+
+
+KEEP: Final = _Keep.KEEP  # set_filter: leave this part of the filter as it is
 
 
 class RecordError(ValueError):
     """A record whose fields do not have the shapes design.md gives them."""
+
+
+# The memo keys hold raw values from records, which may be read from a stranger's file.
+_FindingsKey = tuple[tuple[object, object], ...]  # (code, severity) per finding
+# codes worst first, their names, the worst rank, SNI called bad, SNI called missing
+_FindingsCells = tuple[tuple[tuple[str, int], ...], frozenset[str], int, bool, bool]
+_OutcomeKey = tuple[object, object, tuple[object, object] | None]  # outcome, version, alert
+_ChainKey = tuple[tuple[object, ...], tuple[object, ...]]  # subjects, trusted per profile
+_HaystackKey = tuple[str, str, str, frozenset[str], tuple[str, ...]]
 
 
 @dataclass(slots=True)
@@ -109,44 +125,45 @@ class RowBuilder:
     _MEMO_CAP = 100_000
 
     def __init__(self) -> None:
-        self._targets: dict = {}
-        self._snis: dict = {}
-        self._findings: dict = {}
-        self._outcomes: dict = {}
-        self._chains: dict = {}
-        self._haystacks: dict = {}
-        self._memos = (self._targets, self._snis, self._findings, self._outcomes,
+        self._targets: dict[tuple[object, object], str] = {}
+        self._snis: dict[object, str] = {}
+        self._findings: dict[_FindingsKey, _FindingsCells] = {}
+        self._outcomes: dict[_OutcomeKey, str] = {}
+        self._chains: dict[_ChainKey, tuple[str, tuple[str, ...]]] = {}
+        self._haystacks: dict[_HaystackKey, str] = {}
+        self._memos: tuple[dict[Any, Any], ...] = (self._targets, self._snis, self._findings, self._outcomes,
                        self._chains, self._haystacks)
 
-    def build(self, record: dict, ref: int, spooled: bool) -> TunnelRow:
+    def build(self, record: Mapping[str, Any], ref: int, spooled: bool) -> TunnelRow:
         try:
             return self._build(record, ref, spooled)
         except (KeyError, TypeError, AttributeError) as e:
             raise RecordError(f"malformed tunnel record ({type(e).__name__}: {safe(e, 80)})") from None
 
-    def _build(self, record: dict, ref: int, spooled: bool) -> TunnelRow:
+    def _build(self, record: Mapping[str, Any], ref: int, spooled: bool) -> TunnelRow:
         if len(self._haystacks) > self._MEMO_CAP:
             for memo in self._memos:  # memos save time and memory; never needed for correctness
                 memo.clear()
         get = record.get
         connect = record["connect"]
-        key = (connect["host"], connect.get("port"))
-        target = self._targets.get(key)
+        target_key = (connect["host"], connect.get("port"))
+        target = self._targets.get(target_key)
         if target is None:
-            target = self._targets[key] = target_text(*key)
+            target = self._targets[target_key] = target_text(*target_key)
 
         findings = get("findings") or ()
-        key = tuple((f.get("code"), f.get("severity")) for f in findings)
-        derived = self._findings.get(key)
-        if derived is None:
+        findings_key = tuple((f.get("code"), f.get("severity")) for f in findings)
+        cells = self._findings.get(findings_key)
+        if cells is None:
             # worst first: a narrow findings column still shows what matters most
-            codes = tuple(sorted(((safe(code), _rank(sev)) for code, sev in key), key=lambda c: -c[1]))
+            codes = tuple(sorted(((safe(code), _rank(sev)) for code, sev in findings_key),
+                                 key=lambda c: -c[1]))
             names = frozenset(c for c, _ in codes)
-            derived = self._findings[key] = (
+            cells = self._findings[findings_key] = (
                 codes, names, max((r for _, r in codes), default=NO_SEVERITY),
                 bool(names & text.SNI_BAD_CODES), "sni-missing" in names,
             )
-        codes, names, severity, sni_bad, sni_missing = derived
+        codes, names, severity, sni_bad, sni_missing = cells
         flagged = get("flagged")
         if type(flagged) is not bool:
             flagged = severity >= WARNING
@@ -158,40 +175,42 @@ class RowBuilder:
             else:
                 sni_text, sni_state = "(none)", SNI_NONE if sni_missing else SNI_ABSENT
         else:
-            sni_text = self._snis.get(sni)
-            if sni_text is None:
-                sni_text = self._snis[sni] = safe(sni)
+            cached = self._snis.get(sni)
+            if cached is None:
+                cached = self._snis[sni] = safe(sni)
+            sni_text = cached
             sni_state = SNI_MISMATCH if sni_bad else SNI_OK
 
         hs = record["handshake"]
         alert = hs.get("alert")
-        key = (hs.get("outcome"), hs.get("version"),
-               (alert.get("from"), alert.get("description")) if isinstance(alert, dict) else None)
-        outcome = self._outcomes.get(key)
+        outcome_key = (hs.get("outcome"), hs.get("version"),
+                       (alert.get("from"), alert.get("description")) if isinstance(alert, dict) else None)
+        outcome = self._outcomes.get(outcome_key)
         if outcome is None:
-            outcome = self._outcomes[key] = outcome_text(hs)
+            outcome = self._outcomes[outcome_key] = outcome_text(hs)
 
         chain = get("chain")
+        subjects: tuple[str, ...]
         if chain is None:
             verdict, subjects = "-", ()
         else:
             certs = chain.get("certificates") or ()
             profiles = chain.get("profiles") or {}
-            key = (tuple(c.get("subject") for c in certs),
-                   tuple(p.get("trusted") for p in profiles.values()))
-            derived = self._chains.get(key)
-            if derived is None:
-                derived = self._chains[key] = (chain_verdict(chain), tuple(chain_subjects(chain)))
-            verdict, subjects = derived
+            chain_key = (tuple(c.get("subject") for c in certs),
+                         tuple(p.get("trusted") for p in profiles.values()))
+            judged = self._chains.get(chain_key)
+            if judged is None:
+                judged = self._chains[chain_key] = (chain_verdict(chain), tuple(chain_subjects(chain)))
+            verdict, subjects = judged
 
         hello = get("client_hello")
         stack = _fast_safe(hello.get("stack")) if isinstance(hello, dict) and hello.get("stack") else "-"
 
-        key = (target, sni_text if sni is not None else "", stack, names, subjects)
-        haystack = self._haystacks.get(key)
+        hay_key = (target, sni_text if sni is not None else "", stack, names, subjects)
+        haystack = self._haystacks.get(hay_key)
         if haystack is None:
-            haystack = self._haystacks[key] = "\x00".join(
-                (key[0], key[1], key[2], *sorted(names), *subjects)).lower()
+            haystack = self._haystacks[hay_key] = "\x00".join(
+                (hay_key[0], hay_key[1], hay_key[2], *sorted(names), *subjects)).lower()
 
         return TunnelRow(
             _fast_safe(get("id")), _fast_safe(get("started")), _fast_safe(get("client")) or "-",
@@ -225,7 +244,8 @@ class HostStats:
             self.flagged += 1
         if row.severity > self.severity:
             self.severity = row.severity
-        if row.verdict != self.verdict and VERDICT_RANK.get(row.verdict, 0) > VERDICT_RANK.get(self.verdict, 0):
+        if row.verdict != self.verdict and (
+                VERDICT_RANK.get(row.verdict, 0) > VERDICT_RANK.get(self.verdict, 0)):
             self.verdict = row.verdict
         snis = self.snis
         n = snis.get(row.sni)
@@ -330,7 +350,7 @@ class TunnelModel:
         self._hosts_view = None
 
     def set_filter(self, *, flagged_only: bool | None = None, search: str | None = None,
-                   host: str | None | object = KEEP) -> bool:
+                   host: str | None | _Keep = KEEP) -> bool:
         """Change the filter; returns True if it changed (and `visible` was rebuilt)."""
         new = (
             self.flagged_only if flagged_only is None else flagged_only,

@@ -11,6 +11,8 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Mapping
+from typing import Any
 
 from inspector.records.record import dumps
 
@@ -22,7 +24,7 @@ class RecordSpool:
         self._end = 0
         self._lock = threading.Lock()
 
-    def write(self, record: dict) -> int:
+    def write(self, record: Mapping[str, Any]) -> int:
         """Store a record; returns its ref. Thread-safe."""
         data = dumps(record).encode("ascii")
         with self._lock:
@@ -33,7 +35,7 @@ class RecordSpool:
             self._end += len(data)
         return offset
 
-    def read(self, ref: int) -> dict:
+    def read(self, ref: int) -> dict[str, Any]:
         """The record stored at `ref`. Thread-safe. Raises ValueError for a bad ref."""
         buf = b""
         pos = ref

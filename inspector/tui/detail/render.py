@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector.records.escape import safe
+from inspector.records.text import codes as finding_codes
 from inspector.records.text import outcome_text, target_text
 from inspector.tui.model import chain_verdict
 
@@ -96,15 +97,11 @@ def _identity(record: dict) -> Text:
     return text
 
 
-def _codes(record: dict) -> set[str]:
-    return {f.get("code") for f in record.get("findings") or () if isinstance(f, dict)}
-
-
 def _target_and_sni(record: dict) -> Table:
     """The CONNECT target and the SNI side by side: the comparison the tool exists for."""
     connect = record.get("connect") or {}
     sni = record.get("sni")
-    codes = _codes(record)
+    codes = finding_codes(record)
     hello = record.get("client_hello")
     if sni is None and hello is None:
         sni_text = Text("(no ClientHello seen)", MUTED)
@@ -124,6 +121,11 @@ def _target_and_sni(record: dict) -> Table:
     if isinstance(hello, dict):
         table.add_row(_client_text(hello), _offer_text(hello, record.get("server_hello")))
     return table
+
+
+def _text(value: object) -> str:
+    """A string field of a read-back record, or "" when it holds anything else."""
+    return value if isinstance(value, str) else ""
 
 
 def _client_text(hello: dict) -> Text:
@@ -166,8 +168,10 @@ def _findings(record: dict) -> list[RenderableType]:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(no_wrap=True, width=7)
     grid.add_column(ratio=1)  # wraps inside its column: hints are sentences
-    for f in sorted(findings, key=lambda f: order.get(f.get("severity"), 3)):
-        sev = f.get("severity") if f.get("severity") in SEVERITY_STYLE else "info"
+    # A record read back may hold any JSON value (a list is not even hashable).
+    for f in sorted(findings, key=lambda f: order.get(_text(f.get("severity")), 3)):
+        severity = _text(f.get("severity"))
+        sev = severity if severity in SEVERITY_STYLE else "info"
         body = Text()
         body.append_text(_t(f.get("code"), "bold"))
         body.append("  ")
@@ -204,8 +208,9 @@ def _handshake(record: dict) -> list[RenderableType]:
         out.append(_t(hs.get("detail")))
     cc = hs.get("client_certificate")
     if isinstance(cc, dict):
-        sent = {True: "the client sent one", False: "the client sent none"}.get(cc.get("sent"),
-                                                                               "no answer seen")
+        answer = cc.get("sent")
+        sent = ("the client sent one" if answer is True else "the client sent none" if answer is False
+                else "no answer seen")
         out.append(Text(f"the server asked for a client certificate; {sent}"))
     hello = record.get("client_hello")
     if isinstance(hello, dict) and record.get("server_hello") is None and outcome != "established":

@@ -103,7 +103,7 @@ class HostsTable(VirtualTable):
             rank = severity.get(code, INFO)
             codes.append((f"{code}×{n}", self.style(_SEVERITY.get(rank, ("", "muted"))[1])))
         label, sev_style = _SEVERITY.get(h.severity, ("-", "muted"))
-        cells = [
+        cells: list[list[Part]] = [
             [(h.target, None)],
             [(str(h.tunnels), None)],
             [(str(h.flagged), None if h.flagged else muted)],

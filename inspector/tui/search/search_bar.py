@@ -25,8 +25,9 @@ class SearchBar(Input):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(placeholder="search host, SNI, finding code, certificate subject (enter keeps, escape clears)",
-                         id=id)
+        super().__init__(
+            placeholder="search host, SNI, finding code, certificate subject (enter keeps, escape clears)",
+            id=id)
         self._timer: Timer | None = None
 
     @on(Input.Changed)

@@ -82,7 +82,7 @@ class TunnelTable(VirtualTable):
             if i:
                 codes.append((" ", None))
             codes.append((code, self.style(_CODE_STYLE.get(rank, "muted"))))
-        cells = [
+        cells: list[list[Part]] = [
             [(row.time, muted)],
             [(row.client, muted)],
             [(row.stack, muted)],
