@@ -59,7 +59,7 @@ class _Parser(argparse.ArgumentParser):
     command: str | None = None
     others: dict[str | None, _Parser] = {}  # every command's parser, to name an option's owner
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         unknown = message.startswith("unrecognized arguments: ")
         required = "the following arguments are required: "
         if unknown:

@@ -15,9 +15,11 @@ The hostnames do not resolve: clients reach a server through curl's `--resolve` 
 
 from __future__ import annotations
 
+import datetime as dt
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -91,10 +93,16 @@ class _Sha1ChainServer(TLSServer):
             self._ctx.load_cert_chain(cert_path, key_path)
 
 
+class _CaValidity(TypedDict):
+    ca: bool
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
 def build_chain_lab(tmpdir: str | Path) -> ChainLab:
     """Every scenario, with root.pem and old-device.pem written to `tmpdir`."""
     directory = Path(tmpdir)
-    long_ca = {"ca": True, "not_before": NOW - CA_LIFETIME, "not_after": NOW + CA_LIFETIME}
+    long_ca: _CaValidity = {"ca": True, "not_before": NOW - CA_LIFETIME, "not_after": NOW + CA_LIFETIME}
     root = make_cert("tunnel-inspector lab root", **long_ca)
     inter = make_cert("tunnel-inspector lab intermediate", root, **long_ca)
     # Incident 1 (AddTrust, 2020): the old root and its cross-certificate for the new

@@ -21,11 +21,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 DAY = dt.timedelta(days=1)
 
+# What make_key makes: the lab signs with EC and RSA keys.
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
 
 @dataclass(frozen=True)
 class Issued:
     cert: x509.Certificate
-    key: object  # a private key
+    key: PrivateKey
 
     @property
     def pem(self) -> bytes:
@@ -44,7 +47,7 @@ class Issued:
         )
 
 
-def make_key(kind: str = "ec"):
+def make_key(kind: str = "ec") -> PrivateKey:
     if kind == "ec":
         return ec.generate_private_key(ec.SECP256R1())
     if kind.startswith("rsa"):
@@ -65,7 +68,7 @@ def make_cert(
     sans: tuple[str, ...] = (),
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
-    key=None,
+    key: PrivateKey | None = None,
     subject_name: x509.Name | None = None,
     usage: tuple[x509.ObjectIdentifier, ...] = (ExtendedKeyUsageOID.SERVER_AUTH,),
 ) -> Issued:
@@ -182,7 +185,7 @@ def resigned(issued: Issued, signer: Issued | None, *, hash_name: str = "sha256"
     tbs[2] = algorithm  # the TBS names the signature algorithm too
     tbs_der = _tlv(0x30, b"".join(tbs))
     digest = {"sha1": hashes.SHA1(), "sha256": hashes.SHA256()}[hash_name]
-    if kind == "ec":
+    if isinstance(key, ec.EllipticCurvePrivateKey):
         signature = key.sign(tbs_der, ec.ECDSA(digest))
     else:
         signature = key.sign(tbs_der, padding.PKCS1v15(), digest)

@@ -35,6 +35,7 @@ from inspector.options import BY_MITM_NAME, OPTIONS
 from inspector.records import text
 from inspector.records.escape import safe
 from inspector.records.record import Tunnel, host_port
+from inspector.records.schema import Chain, Record
 from inspector.records.stream import JsonlSink, RecordStream
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,8 @@ class TunnelInspector:
         # A name on one of our own ports is resolved before mitmproxy connects: if it is
         # this proxy, the connection is refused (mitmproxy answers 502). Other ports
         # cannot loop, so ordinary tunnels never pay for a second lookup.
+        if data.server.address is None:
+            return None
         host, port = data.server.address[:2]
         if loop_guard.needs_resolving(host, port, self._listening()):
             return self._refuse_if_resolves_to_self(data, host, port)
@@ -226,7 +229,8 @@ class TunnelInspector:
             # client that answers with credentials opens it next, so a record here would
             # count every tunnel of such a client twice. A client that never sends any
             # fails without a tunnel: the count in stats() and this warning show it.
-            self._live.pop(cid).timer.cancel()
+            if (timer := self._live.pop(cid).timer) is not None:
+                timer.cancel()
             self.unrecorded.add(limits.AUTH_REFUSED)
             if not self._warned_407:
                 self._warned_407 = True
@@ -433,19 +437,20 @@ class TunnelInspector:
         t.decided = t.decided or time.time()
         if self.judge is not None and self.judge.wants_chain(t):
             # The verdict may need a probe: judge off the relay's path, publish when known.
-            task = asyncio.create_task(self._judge_and_publish(live))
+            task = asyncio.create_task(self._judge_and_publish(live, self.judge))
             self._judging.add(task)
             task.add_done_callback(self._judging.discard)
         else:
             self._publish(live, None, [])
 
-    async def _judge_and_publish(self, live: _Live) -> None:
+    async def _judge_and_publish(self, live: _Live, judge: ChainJudge) -> None:
         t = live.tunnel
         # Probe the very address the tunnel reached (no second DNS answer), unless an
         # upstream proxy is in between: then the proxy is asked for the CONNECT target.
-        target = live.target if self.judge.upstream_proxy else t.upstream
+        target = live.target if judge.upstream_proxy else t.upstream
+        assert target is not None  # wants_chain: the tunnel reached upstream
         try:
-            chain, chain_findings = await self.judge.judge(
+            chain, chain_findings = await judge.judge(
                 t, (target[0], target[1]), live.intercepted_chain
             )
         except Exception as e:  # a verdict bug must not cost the tunnel its record
@@ -453,7 +458,7 @@ class TunnelInspector:
             chain, chain_findings = None, [probe_failed(f"the chain verdict failed: {e!r}")]
         self._publish(live, chain, chain_findings)
 
-    def _publish(self, live: _Live, chain: dict | None, chain_findings: list) -> None:
+    def _publish(self, live: _Live, chain: Chain | None, chain_findings: list) -> None:
         t = live.tunnel
         findings = tunnel_findings(t, live.client_rejected_proxy, chain_findings)
         self.stream.publish(t.to_record(findings, chain))
@@ -470,7 +475,7 @@ class TunnelInspector:
         t.outcome, t.detail = handshake.CONNECT_FAILED, bad_request_detail(opening)
         self.stream.publish(t.to_record([bad_request_finding(opening)]))
 
-    def _log_line(self, record: dict) -> None:
+    def _log_line(self, record: Record) -> None:
         log.info(text.line(record))
 
     # --- connections that are no tunnel, and tunnels into the proxy itself ------------
@@ -513,7 +518,7 @@ class TunnelInspector:
         except (OSError, asyncio.TimeoutError):
             return  # mitmproxy's own lookup fails (or succeeds) as it would have
         for info in infos:
-            if reason := self._loop_reason(info[4][0], port):
+            if reason := self._loop_reason(str(info[4][0]), port):
                 reason = f"{safe(host)} resolves to {info[4][0]}, and {reason}"
                 if data.client.id in self._live:  # a tunnel: its record says why
                     self._loops[data.client.id] = reason
@@ -522,7 +527,8 @@ class TunnelInspector:
 
     def _publish_loop(self, cid: str, reason: str) -> None:
         live = self._live.pop(cid)
-        live.timer.cancel()
+        if live.timer is not None:
+            live.timer.cancel()
         t = live.tunnel
         t.outcome, t.detail, t.decided = handshake.CONNECT_FAILED, f"refused: {reason}", time.time()
         finding = loop_finding(t.connect_host, t.connect_port, reason)

@@ -106,10 +106,10 @@ class Proxy:
             raise ProxyStartError(_listen_failure(self._options.get("listen_host"),
                                                   self._options.get("listen_port"), errors.messages))
         upstream = upstream_proxy_address(self._options.get("mode") or [])
-        if upstream is not None and (why := await _upstream_loop(*upstream, addrs)):
+        if upstream is not None and (loop := await _upstream_loop(*upstream, addrs)):
             await self.stop()
             raise ProxyStartError(f"--upstream-proxy {host_port(*upstream)} would send every "
-                                  f"tunnel back into this proxy: {why}")
+                                  f"tunnel back into this proxy: {loop}")
         host, port = addrs[0][:2]
         return host, port
 
@@ -150,6 +150,6 @@ async def _upstream_loop(host: str, port: int, listening: list) -> str | None:
     except (OSError, asyncio.TimeoutError):
         return None  # unresolvable now: each tunnel then fails upstream-unreachable
     for info in infos:
-        if (why := loop_reason(info[4][0], port, listening, is_local_address)) is not None:
+        if (why := loop_reason(str(info[4][0]), port, listening, is_local_address)) is not None:
             return f"{host} resolves to {info[4][0]}, and {why}"
     return None

@@ -14,7 +14,7 @@ from pathlib import Path
 from inspector.records.escape import safe
 from inspector.run.report import EXIT_OK, EXIT_USAGE, RunError, RunReport, record_files
 from inspector.tui.app import InspectorApp
-from inspector.tui.feeds import FileFeed, ProxyFeed
+from inspector.tui.feeds import Feed, FileFeed, ProxyFeed
 
 
 def _run(app: InspectorApp) -> int:
@@ -37,7 +37,7 @@ def run_open(args: argparse.Namespace) -> int:
 
 
 def run_live(args: argparse.Namespace, options: dict,
-             wrap_feed: Callable[[ProxyFeed, Callable[[], int]], object] | None = None) -> int:
+             wrap_feed: Callable[[ProxyFeed, Callable[[], int]], Feed] | None = None) -> int:
     """The proxy with the live UI; --export-flagged and --fail-on apply at exit as in
     headless mode, --duration ends the UI after that many seconds.
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import cast
 
 from inspector.mitm.limits import Unrecorded
 from inspector.records.escape import safe
 from inspector.records.export import ExportSpool, ExportTargetError
 from inspector.records.jsonl import Entry, JsonlReader
+from inspector.records.schema import Record
 from inspector.records.stream import JsonlSink, Summary
 from inspector.records.text import plural
 
@@ -45,7 +47,7 @@ class RunReport:
         if self._spool is not None:
             self._spool.close()
 
-    def __call__(self, record: dict) -> None:
+    def __call__(self, record: Record) -> None:
         self.summary(record)
         if self._spool is not None and record.get("flagged"):
             self._spool.add(record)
@@ -65,7 +67,7 @@ class RunReport:
         if unrecorded is not None and (extra := unrecorded.line()):
             print(extra, flush=True)
         if self._spool is not None:
-            complete = self._export() and complete
+            complete = self._export(self._spool) and complete
         failing = self.summary.failing(self.fail_on) if self.fail_on != "never" else {}
         if failing:
             print(f"failing (--fail-on {self.fail_on}): {plural(len(failing), 'host')}", flush=True)
@@ -75,9 +77,8 @@ class RunReport:
             return EXIT_NOT_WRITTEN
         return EXIT_FLAGGED if failing else EXIT_OK
 
-    def _export(self) -> bool:
+    def _export(self, spool: ExportSpool) -> bool:
         """Write the export from the spool; False if it is missing or incomplete."""
-        spool = self._spool
         where = safe(spool.path)
         try:
             n = spool.write()
@@ -123,7 +124,8 @@ def run_report(args: argparse.Namespace) -> int:
             with JsonlReader(path) as reader:
                 for item in reader.read(final=True):
                     if isinstance(item, Entry):
-                        report(item.record)
+                        # a parsed line of our own JSON Lines: the summary reads it as one
+                        report(cast(Record, item.record))
                     else:
                         skipped += 1
         except OSError as e:

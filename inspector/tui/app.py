@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import enum
 import gc
 import logging
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any, Final
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -29,7 +32,7 @@ from inspector.records.escape import safe
 from inspector.records.export import export_flagged
 from inspector.tui.detail import DetailPane
 from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
-from inspector.tui.feeds import Feed
+from inspector.tui.feeds import Feed, RereadableFeed
 from inspector.tui.header import Status, StatusHeader, status_text
 from inspector.tui.hosts import HostsTable
 from inspector.tui.messages import (
@@ -58,7 +61,11 @@ GC_FREEZE_ROWS = 20_000
 HOSTS_PER_IDLE_FLUSH = 5_000
 # Warnings logged while the event log is hidden show as a toast, at most this often (s).
 TOAST_EVERY = 3.0
-_DEFAULT = object()
+class _Default(enum.Enum):
+    LOG_PATH = enum.auto()
+
+
+_DEFAULT: Final = _Default.LOG_PATH
 
 
 class InspectorApp(App[int]):
@@ -84,7 +91,7 @@ class InspectorApp(App[int]):
     ]
 
     def __init__(self, feed: Feed, export_dir: Path | None = None, *,
-                 log_path: Path | None | object = _DEFAULT, flush_interval: float = 0.15,
+                 log_path: Path | None | _Default = _DEFAULT, flush_interval: float = 0.15,
                  quit_after: float | None = None) -> None:
         """log_path: where log records go while the UI runs (default: the user's state
         directory; None: the event-log panel only). quit_after: seconds, then exit."""
@@ -108,7 +115,7 @@ class InspectorApp(App[int]):
         self._widgets: dict = {}
         self._frozen_at = 0
         self._last_toast = -TOAST_EVERY
-        self._status_shown = None
+        self._status_shown: Text | None = None
         self._unseen_warnings = 0
 
     # --- layout -----------------------------------------------------------------------
@@ -148,7 +155,8 @@ class InspectorApp(App[int]):
     def on_mount(self) -> None:
         # Kept, not queried: timers and messages may still arrive while the screen is
         # being torn down, when a query would find nothing.
-        self._widgets = {w.id: w for w in self.query("#tunnels, #hosts, #detail, #search, #eventlog, #status")}
+        self._widgets = {w.id: w for w in self.query(
+            "#tunnels, #hosts, #detail, #search, #eventlog, #status")}
         self._router.install()
         if self._router.file_error:
             log.warning("%s", self._router.file_error)
@@ -209,13 +217,14 @@ class InspectorApp(App[int]):
 
     # --- records in -------------------------------------------------------------------
 
-    def _on_record(self, record: dict, ref: int | None = None) -> None:
+    def _on_record(self, record: Mapping[str, Any], ref: int | None = None) -> None:
         """The feed's callback. Any thread; cheap: build a row, queue it."""
         spooled = ref is None
         try:
-            row = self._builder.build(record, -1 if spooled else ref, spooled)
+            row = self._builder.build(record, -1 if ref is None else ref, spooled)
         except RecordError as e:
-            log.warning("tunnel %s skipped: %s", safe(record.get("id") if isinstance(record, dict) else "?"), e)
+            rid = record.get("id") if isinstance(record, dict) else "?"
+            log.warning("tunnel %s skipped: %s", safe(rid), e)
             return
         with self._lock:
             if spooled:
@@ -287,6 +296,7 @@ class InspectorApp(App[int]):
             assert self._spool is not None
             record = self._spool.read(row.ref)
         else:
+            assert isinstance(self.feed, RereadableFeed)  # only such a feed passes a ref
             record = self.feed.read_record(row.ref)
         if safe(record.get("id")) != row.id:
             raise ValueError("the record is no longer where it was read (the file changed)")
@@ -392,7 +402,7 @@ class InspectorApp(App[int]):
         if panel.display:
             self._unseen_warnings = 0
 
-    def action_back(self) -> None:
+    async def action_back(self) -> None:
         bar = self.search_bar
         if bar.has_focus or (bar.has_class("-active") and not self.detail.display):
             bar.value = ""

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -45,6 +45,13 @@ class Feed(Protocol):
     async def start(self, on_record: OnRecord) -> str: ...
 
     async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class RereadableFeed(Feed, Protocol):
+    """A feed that can read a record again by its ref (a file): the UI keeps only the ref."""
+
+    def read_record(self, ref: int) -> dict: ...
 
 
 class ProxyFeed:
@@ -166,7 +173,7 @@ class FileFeed:
             size = sum(r.size for r in self._readers)
             done = sum(r.offset for r in self._readers) / size if size else 1.0
             return {"loading": f"{done:.0%}"}
-        out = {"problem lines": self.problems} if self.problems else {}
+        out: dict[str, object] = {"problem lines": self.problems} if self.problems else {}
         pending = sum(r.pending_bytes for r in self._readers)
         if self.follow and pending:
             out["partial line"] = f"{pending} bytes"
@@ -207,7 +214,7 @@ class FileFeed:
         file is in the order tunnels ended, so a merge of the files would not be)."""
         indexes = range(len(self._readers)) if only is None else only
         n = len(self.paths)
-        items = (item for i in indexes for item in self._entries(i, final))
+        items: Iterator = (item for i in indexes for item in self._entries(i, final))
         if n > 1:
             items = iter(sorted(items, key=lambda item: item[0]))
         for _, index, entry in items:

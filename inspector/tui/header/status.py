@@ -72,7 +72,8 @@ def status_text(model: TunnelModel, status: Status) -> Text:
         counts.append(f"  {plural(len(model.hosts), 'host')}", "bold")
     if model.codes:
         counts.append("   ")
-        ranked = sorted(model.codes.items(), key=lambda kv: (-model.code_severity.get(kv[0], 0), -kv[1], kv[0]))
+        severity = model.code_severity
+        ranked = sorted(model.codes.items(), key=lambda kv: (-severity.get(kv[0], 0), -kv[1], kv[0]))
         for i, (code, n) in enumerate(ranked):
             if i:
                 counts.append("  ")
