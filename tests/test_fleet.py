@@ -114,3 +114,28 @@ def test_the_header_says_following_only_for_a_followed_file(demo_run, tmp_path, 
     header = asyncio.run(run())
     assert header.count("following") == (1 if follow else 0), header
     assert "one.jsonl" in header
+
+
+def test_several_files_show_a_source_column_that_search_finds(demo_run, tmp_path, running_app):
+    lines, _ = demo_run
+    a, b = _split(lines, tmp_path)
+
+    async def run():
+        app = InspectorApp(FileFeed(a, b), export_dir=tmp_path, log_path=None)
+        async with running_app(app, size=(180, 45)) as ui:
+            await ui.wait_for(lambda: app.feed.loaded.is_set() and len(app.model.rows) == len(lines),
+                              15, "the files to load")
+            header = next(line for line in ui.lines() if "CONNECT host" in line)
+            assert header.split()[0] == "source"
+            assert any(line.lstrip().startswith("runner-b") for line in ui.lines()), ui.text()
+            await ui.press("slash", *"runner-b")
+            await ui.wait_for(lambda: len(app.model.visible) == len(lines[1::2]), 10,
+                              "the search for runner-b")
+            assert {app.model.rows[i].source for i in app.model.visible} == {"runner-b.jsonl"}
+        one = InspectorApp(FileFeed(a), export_dir=tmp_path, log_path=None)
+        async with running_app(one, size=(180, 45)) as ui:
+            await ui.wait_for(lambda: one.feed.loaded.is_set(), 15, "one file to load")
+            header = next(line for line in ui.lines() if "CONNECT host" in line)
+            assert "source" not in header  # one file: nothing to tell apart
+
+    asyncio.run(run())

@@ -125,6 +125,8 @@ class InspectorApp(App[int]):
         yield SearchBar(id="search")
         table = TunnelTable(self.model, id="tunnels")
         table.EMPTY_TEXT = getattr(self.feed, "empty_text", table.EMPTY_TEXT)
+        if len(getattr(self.feed, "paths", ())) > 1:
+            table.show_source()
         yield table
         yield HostsTable(self.model, id="hosts")
         yield DetailPane(id="detail")

@@ -72,9 +72,10 @@ class TunnelRow:
     codes: tuple[tuple[str, int], ...]  # (code, severity rank), worst first
     severity: int  # worst severity rank, NO_SEVERITY without findings
     flagged: bool
-    haystack: str  # lowercase: target, SNI, stack, codes, certificate subjects
+    haystack: str  # lowercase: target, SNI, stack, source, codes, certificate subjects
     ref: int  # where the full record can be read again
     spooled: bool  # ref is into the UI's spool, not the feed
+    source: str = ""  # the record file it came from, when several are open
 
     @property
     def time(self) -> str:
@@ -206,16 +207,17 @@ class RowBuilder:
         hello = get("client_hello")
         stack = _fast_safe(hello.get("stack")) if isinstance(hello, dict) and hello.get("stack") else "-"
 
-        hay_key = (target, sni_text if sni is not None else "", stack, names, subjects)
+        source = _fast_safe(get("source")) if get("source") else ""
+        hay_key = (target, sni_text if sni is not None else "", stack, source, names, subjects)
         haystack = self._haystacks.get(hay_key)
         if haystack is None:
             haystack = self._haystacks[hay_key] = "\x00".join(
-                (hay_key[0], hay_key[1], hay_key[2], *sorted(names), *subjects)).lower()
+                (target, hay_key[1], stack, source, *sorted(names), *subjects)).lower()
 
         return TunnelRow(
             _fast_safe(get("id")), _fast_safe(get("started")), _fast_safe(get("client")) or "-",
             stack, target, sni_text, sni_state, outcome, verdict, codes, severity, flagged,
-            haystack, ref, spooled,
+            haystack, ref, spooled, source,
         )
 
 

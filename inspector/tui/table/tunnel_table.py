@@ -58,6 +58,15 @@ class TunnelTable(VirtualTable):
         self.model = model
         self.follow = True
 
+    def show_source(self) -> None:
+        """Several record files are open: each row names its file (dropped first when the
+        terminal is narrow)."""
+        self.COLUMNS = (Column("source", weight=1, min_width=12, max_width=24, middle=True, drop=4),
+                        *TunnelTable.COLUMNS)
+        self._with_source = True
+
+    _with_source = False
+
     # --- rows -------------------------------------------------------------------------
 
     def row_count(self) -> int:
@@ -92,6 +101,8 @@ class TunnelTable(VirtualTable):
             [(row.verdict, self.style(_VERDICT_STYLE.get(row.verdict, "muted")))],
             codes,
         ]
+        if self._with_source:
+            cells.insert(0, [(row.source or "-", muted)])
         row_style = {ERROR: "error", WARNING: "warning"}.get(row.severity)
         return cells, self.style(row_style) if row_style else None
 
