@@ -55,7 +55,8 @@ _FindingsKey = tuple[tuple[object, object], ...]  # (code, severity) per finding
 _FindingsCells = tuple[tuple[tuple[str, int], ...], frozenset[str], int, bool, bool]
 _OutcomeKey = tuple[object, object, tuple[object, object] | None]  # outcome, version, alert
 _ChainKey = tuple[tuple[object, ...], tuple[object, ...]]  # subjects, trusted per profile
-_HaystackKey = tuple[str, str, str, frozenset[str], tuple[str, ...]]
+# target, SNI, stack, source, codes, certificate subjects
+_HaystackKey = tuple[str, str, str, str, frozenset[str], tuple[str, ...]]
 
 
 @dataclass(slots=True)

@@ -32,7 +32,7 @@ _CODE_STYLE = {ERROR: "error", WARNING: "warning"}  # each code in its own sever
 
 
 class TunnelTable(VirtualTable):
-    COLUMNS = (
+    COLUMNS: tuple[Column, ...] = (
         Column("time", 8, drop=3),
         Column("client", weight=1, min_width=15, max_width=21, drop=2),
         Column("stack", 10, drop=1),  # "erlang-otp" is 10
