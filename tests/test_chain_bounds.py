@@ -126,13 +126,16 @@ def test_a_slow_verdict_leaves_the_event_loop_free():
     lag, took, record_chain, findings = asyncio.run(run())
     assert record_chain is not None and len(record_chain["certificates"]) == 100
     assert set(record_chain["profiles"]) == {f"store {i}" for i in range(6)}
-    assert took > 0.2  # the work was real: run in the loop, it would stall it this long
-    assert lag < 0.1, f"the event loop stalled {lag:.3f} s during a {took:.2f} s verdict"
+    # The work was real (newer cryptography releases are faster: 0.1-0.4 s here), and the
+    # loop stalled for a small part of it; run in the loop, it would stall for all of it.
+    assert took > 0.05
+    assert lag < min(0.1, took / 2), f"the event loop stalled {lag:.3f} s during a {took:.2f} s verdict"
 
 
 def test_a_verdict_over_its_time_is_stopped_with_a_finding():
     chain = _same_name(100, reverse=False)
-    profiles = [load_profile("mozilla", name=f"store {i}") for i in range(6)]
+    # 12 profiles: well over the 0.1 s allowed below with any cryptography release
+    profiles = [load_profile("mozilla", name=f"store {i}") for i in range(12)]
 
     async def run():
         judge = ChainJudge(profiles, [], probing=False, verdict_timeout=0.1)
