@@ -125,6 +125,7 @@ def test_several_files_show_a_source_column_that_search_finds(demo_run, tmp_path
         async with running_app(app, size=(180, 45)) as ui:
             await ui.wait_for(lambda: app.feed.loaded.is_set() and len(app.model.rows) == len(lines),
                               15, "the files to load")
+            assert "reading 2 files" in ui.lines()[0]
             header = next(line for line in ui.lines() if "CONNECT host" in line)
             assert header.split()[0] == "source"
             assert any(line.lstrip().startswith("runner-b") for line in ui.lines()), ui.text()

@@ -144,8 +144,9 @@ class FileFeed:
         self._thread.start()
         for path in self.paths:
             log.info("reading %s", safe(path.resolve()))
-        names = safe(self.path.name) if len(self.paths) == 1 else f"{len(self.paths)} files"
-        return f"{'following' if self.follow else 'file'} {names}"
+        if len(self.paths) == 1:
+            return f"{'following' if self.follow else 'file'} {safe(self.path.name)}"
+        return f"{'following' if self.follow else 'reading'} {len(self.paths)} files"
 
     async def stop(self) -> None:
         self._stop.set()
