@@ -376,3 +376,17 @@ def test_load_profile_skips_unparseable_and_is_loaded_once(tmp_path, pki):
 def test_named_stores(spec):
     p = load_profile(spec)
     assert p.name == spec and len(p.certificates) > 50
+
+
+def test_a_trust_profile_indexes_its_roots_by_subject_and_key():
+    """The look-ups a verdict makes in a bundle of 100+ roots: by the issuer's name, and
+    whether a served certificate is itself one of the roots (same name and key)."""
+    from inspector.chain.trust import load_profile, spki
+
+    mozilla = load_profile("mozilla")
+    root = mozilla.certificates[0]
+    child = make_cert("leaf.test", sans=("leaf.test",))
+    assert root in mozilla.issuers_of(root)  # a root names itself as issuer
+    assert mozilla.issuers_of(x509.load_der_x509_certificate(child.der)) == ()
+    assert (root.subject, spki(root)) in mozilla.held
+    assert len(mozilla.held) == len(mozilla.certificates)

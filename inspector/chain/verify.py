@@ -31,13 +31,13 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from cryptography.x509.oid import SignatureAlgorithmOID as SIG
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from inspector.chain.trust import TrustProfile
+from inspector.chain.trust import TrustProfile, spki
 from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
 from inspector.records.schema import Certificate, Chain, ChainSource
@@ -322,12 +322,6 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
-def _spki(cert: x509.Certificate) -> bytes:
-    return cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
@@ -445,7 +439,7 @@ class _Served:
         """
         seen, out = set(), []
         for cert in self.certs[1:]:
-            key = (cert.subject, _spki(cert))
+            key = (cert.subject, spki(cert))
             if key not in seen:
                 seen.add(key)
                 out.append(cert)
@@ -618,7 +612,8 @@ class _Analysis:
         top = self.served.top()
         if self.served.self_signed[top]:
             return walk
-        anchor = self.served.budget.issuer_in(self.served.certs[top], profile.certificates)
+        top_cert = self.served.certs[top]
+        anchor = self.served.budget.issuer_in(top_cert, profile.issuers_of(top_cert))
         return walk + ([(None, anchor)] if anchor is not None else [])
 
     def _dates_problem(self, profile: TrustProfile, moment: dt.datetime) -> _Diagnosis:
@@ -716,7 +711,7 @@ class _Analysis:
                 f"serve a chain to a root the clients trust; if {_label(top)} is your private CA, "
                 "add it to the clients' trust store",
             )
-        if served.budget.issuer_in(top, profile.certificates) is None:
+        if served.budget.issuer_in(top, profile.issuers_of(top)) is None:
             issuer = top.issuer.rfc4514_string()
             if self._issuer_known(top) or _has_aia_issuer(top):
                 return _Diagnosis(
@@ -741,9 +736,8 @@ class _Analysis:
         )
 
     def _issuer_known(self, cert: x509.Certificate) -> bool:
-        return any(
-            c.subject == cert.issuer for p in self.trust + self.clients for c in p.certificates
-        )
+        issuer = cert.issuer
+        return any(issuer in p.by_subject for p in self.trust + self.clients)
 
     def _is_root(self, position: int | None) -> bool:
         return position is None or self.served.self_signed[position]
@@ -898,12 +892,8 @@ class _Analysis:
         return out
 
     def _held_as_root(self, cert: x509.Certificate) -> bool:
-        key = _spki(cert)
-        return any(
-            c.subject == cert.subject and _spki(c) == key
-            for p in self.trust + self.clients
-            for c in p.certificates
-        )
+        held = (cert.subject, spki(cert))
+        return any(held in p.held for p in self.trust + self.clients)
 
     def _extra(self, path: list[x509.Certificate]) -> list[Finding]:
         used = {i for i, _ in self._path_certs(path) if i is not None}
