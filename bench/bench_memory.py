@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,58 +33,13 @@ from cryptography.x509.oid import NameOID  # noqa: E402
 
 from inspector.lab.http1 import connect_tunnel  # noqa: E402
 from inspector.lab.pki import make_cert  # noqa: E402
+from inspector.lab.scripted import FlightServer  # noqa: E402
 
 TARGET_BYTES = 240 * 1024
 RECORD_TIMEOUT = 600.0  # the slowest case: today's code judges the long chain in the loop
 # tunnels between two RSS readings; waiting for their records there also keeps the
 # chains queued for the verdict worker under its bound (worker.MAX_WAITING)
 CHECKPOINT = 50
-
-
-class FlightServer:
-    """Answers every connection's ClientHello with ServerHello + Certificate(chain) +
-    ServerHelloDone (TLS 1.2, in clear), then waits for the client to leave."""
-
-    def __init__(self, ders: list[bytes]) -> None:
-        certs = b"".join(len(d).to_bytes(3, "big") + d for d in ders)
-        hello = b"\x03\x03" + b"\x42" * 32 + b"\x00" + b"\xc0\x2f" + b"\x00"
-        flight = (_msg(2, hello) + _msg(11, len(certs).to_bytes(3, "big") + certs) + _msg(14, b""))
-        self.flight = b"".join(
-            b"\x16\x03\x03" + len(flight[i:i + 16384]).to_bytes(2, "big") + flight[i:i + 16384]
-            for i in range(0, len(flight), 16384)
-        )
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    conn.recv(65536)
-                    conn.sendall(self.flight)
-                    conn.recv(65536)  # the client's EOF
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
-def _msg(kind: int, body: bytes) -> bytes:
-    return bytes([kind]) + len(body).to_bytes(3, "big") + body
 
 
 def long_chain() -> list[bytes]:

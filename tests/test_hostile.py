@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
 import time
 
 import pytest
 
 from inspector.chain.probe import probe
 from inspector.lab.http1 import connect_tunnel
+from inspector.lab.scripted import ScriptedServer
 from inspector.observe import wire
 
 from .support import HOST, wait_for
@@ -275,47 +275,27 @@ def test_sni_with_a_nul_byte_gets_a_finding_not_a_traceback(start_proxy, strict_
     assert code == 0 and "Traceback" not in err and "Traceback" not in out
 
 
-class HelloRecorder:
-    """A TCP server that keeps the first TLS record of every connection (a ClientHello),
-    then closes: what the tunnel's client and each probe put on the wire."""
+class HelloRecorder(ScriptedServer):
+    """Keeps the first TLS record of every connection (a ClientHello), then closes: what
+    the tunnel's client and each probe put on the wire."""
 
     def __init__(self) -> None:
         self.hellos: list[bytes] = []
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(self._record)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                try:
-                    while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
-                except OSError:
-                    pass
-                self.hellos.append(data)
+    def _record(self, conn) -> None:
+        data = b""
+        try:
+            while len(data) < 5 or len(data) < 5 + int.from_bytes(data[3:5], "big"):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            self.hellos.append(data)
 
     def snis(self) -> list[bytes | None]:
         return [wire.parse_client_hello(h[9:]).sni_raw for h in self.hellos if len(h) > 9]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
 
 
 def test_the_probe_sends_exactly_the_clients_sni_bytes(start_proxy):

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import ssl
-import threading
 import time
 
 import pytest
@@ -19,6 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from inspector.lab.http1 import connect_tunnel
 from inspector.lab.pki import DAY, NOW, make_cert, make_key
+from inspector.lab.scripted import FlightServer
 
 from .support import HOST
 
@@ -26,49 +25,7 @@ NAME = "fake.lab.test"
 ALIVE_BOUND = 5.0  # seconds a good CONNECT + TLS handshake may take in the liveness check
 
 
-class FakeTLS12Server:
-    """ServerHello + Certificate(ders) + ServerHelloDone, then close: enough for the
-    relay to see a served chain; no real key exchange ever happens."""
-
-    def __init__(self, ders: list[bytes]) -> None:
-        certs = b"".join(len(d).to_bytes(3, "big") + d for d in ders)
-        body = len(certs).to_bytes(3, "big") + certs
-        hello = b"\x03\x03" + b"\x42" * 32 + b"\x00" + b"\xc0\x2f" + b"\x00"
-        flight = (self._msg(2, hello) + self._msg(11, body) + self._msg(14, b""))
-        self.flight = b"".join(
-            b"\x16\x03\x03" + len(flight[i:i + 16384]).to_bytes(2, "big") + flight[i:i + 16384]
-            for i in range(0, len(flight), 16384)
-        )
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(10)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @staticmethod
-    def _msg(t: int, body: bytes) -> bytes:
-        return bytes([t]) + len(body).to_bytes(3, "big") + body
-
-    def _serve(self) -> None:
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(5)
-            try:
-                conn.recv(65536)  # the ClientHello
-                conn.sendall(self.flight)
-                conn.recv(65536)  # the client's reaction, or EOF
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.sock.close()
-        self.thread.join(5)
-
-
-def _tunnel(proxy_port: int, server: FakeTLS12Server) -> None:
+def _tunnel(proxy_port: int, server: FlightServer) -> None:
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -79,7 +36,7 @@ def _tunnel(proxy_port: int, server: FakeTLS12Server) -> None:
         pass  # there is no real server behind the certificates: the client gives up
 
 
-def _raw_tunnel(proxy_port: int, server: FakeTLS12Server, hello: bytes) -> None:
+def _raw_tunnel(proxy_port: int, server: FlightServer, hello: bytes) -> None:
     """A client that reads the server's whole flight, then leaves: unlike OpenSSL, which
     gives up on a Certificate message over 100 KB before the relay has seen all of it."""
     with connect_tunnel(proxy_port, NAME, server.port) as s:
@@ -111,7 +68,7 @@ def _alive(proxy_port: int, good_server, pki, bound: float = ALIVE_BOUND) -> flo
         return time.monotonic() - start
 
 
-def _proxy(start_proxy, server: FakeTLS12Server, good_server):
+def _proxy(start_proxy, server: FlightServer, good_server):
     return start_proxy(
         "--connect-to", f"{NAME}:{server.port}:127.0.0.1:{server.port}",
         "--connect-to", f"{HOST}:{good_server.port}:127.0.0.1:{good_server.port}",
@@ -125,7 +82,7 @@ def through(start_proxy, strict_server, pki):
     shown it still relays a good tunnel."""
 
     def run(ders):
-        server = FakeTLS12Server(ders)
+        server = FlightServer(ders)
         try:
             p = _proxy(start_proxy, server, strict_server)
             _tunnel(p.port, server)
@@ -170,7 +127,7 @@ def same_name_reversed() -> list[bytes]:
 
 def test_a_huge_chain_never_stalls_a_good_tunnel(start_proxy, strict_server, pki,
                                                 same_name_reversed):
-    server = FakeTLS12Server(same_name_reversed)
+    server = FlightServer(same_name_reversed)
     try:
         p = _proxy(start_proxy, server, strict_server)
         _raw_tunnel(p.port, server, _client_hello(NAME))  # decided: the verdict starts now
@@ -192,7 +149,7 @@ def test_a_huge_chain_never_stalls_a_good_tunnel(start_proxy, strict_server, pki
 
 def test_a_huge_chain_gets_a_too_large_finding(start_proxy, strict_server, pki,
                                               same_name_reversed):
-    server = FakeTLS12Server(same_name_reversed)
+    server = FlightServer(same_name_reversed)
     try:
         p = _proxy(start_proxy, server, strict_server)
         _raw_tunnel(p.port, server, _client_hello(NAME))
