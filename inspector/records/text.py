@@ -10,6 +10,7 @@ only when the caller says the terminal wants it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 
 from inspector.findings.codes import worst_severity
 from inspector.observe.address import host_port
@@ -43,7 +44,7 @@ def target_text(host: object, port: object) -> str:
     return host_port(safe(host), safe(port))
 
 
-def sni_state(record: Mapping, found: set[str] | None = None) -> str:
+def sni_state(record: Mapping, found: AbstractSet[str] | None = None) -> str:
     found = codes(record) if found is None else found
     if record.get("sni") is None:
         if record.get("client_hello") is None:

@@ -51,8 +51,7 @@ class RecordError(ValueError):
 
 # The memo keys hold raw values from records, which may be read from a stranger's file.
 _FindingsKey = tuple[tuple[object, object], ...]  # (code, severity) per finding
-# codes worst first, their names, the worst rank, SNI called bad, SNI called missing
-_FindingsCells = tuple[tuple[tuple[str, int], ...], frozenset[str], int, bool, bool]
+_FindingsCells = tuple[tuple[tuple[str, int], ...], frozenset[str], int]  # codes, names, worst
 _OutcomeKey = tuple[object, object, tuple[object, object] | None]  # outcome, version, alert
 _ChainKey = tuple[tuple[object, ...], tuple[object, ...]]  # subjects, trusted per profile
 # target, SNI, stack, source, codes, certificate subjects
@@ -163,25 +162,21 @@ class RowBuilder:
             names = frozenset(c for c, _ in codes)
             cells = self._findings[findings_key] = (
                 codes, names, max((r for _, r in codes), default=NO_SEVERITY),
-                bool(names & text.SNI_BAD_CODES), "sni-missing" in names,
             )
-        codes, names, severity, sni_bad, sni_missing = cells
+        codes, names, severity = cells
         flagged = get("flagged")
         if type(flagged) is not bool:
             flagged = severity >= WARNING
 
         sni = get("sni")
+        sni_state = text.sni_state(record, names)  # as the findings say
         if sni is None:
-            if get("client_hello") is None:
-                sni_text, sni_state = "(not seen)", SNI_NOT_SEEN
-            else:
-                sni_text, sni_state = "(none)", SNI_NONE if sni_missing else SNI_ABSENT
+            sni_text = text.sni_text(record)
         else:
             cached = self._snis.get(sni)
             if cached is None:
                 cached = self._snis[sni] = safe(sni)
             sni_text = cached
-            sni_state = SNI_MISMATCH if sni_bad else SNI_OK
 
         hs = record["handshake"]
         alert = hs.get("alert")

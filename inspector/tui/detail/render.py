@@ -16,8 +16,15 @@ from rich.table import Table
 from rich.text import Text
 
 from inspector.records.escape import safe
+from inspector.records.text import (
+    SNI_MISMATCH,
+    SNI_MISSING,
+    SNI_NOT_SEEN,
+    outcome_text,
+    sni_state,
+    target_text,
+)
 from inspector.records.text import codes as finding_codes
-from inspector.records.text import outcome_text, target_text
 from inspector.tui.model import chain_verdict
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "bold yellow", "info": "dim"}
@@ -101,18 +108,15 @@ def _target_and_sni(record: dict) -> Table:
     """The CONNECT target and the SNI side by side: the comparison the tool exists for."""
     connect = record.get("connect") or {}
     sni = record.get("sni")
-    codes = finding_codes(record)
     hello = record.get("client_hello")
-    if sni is None and hello is None:
+    state = sni_state(record, finding_codes(record))  # as the findings say
+    if state == SNI_NOT_SEEN:
         sni_text = Text("(no ClientHello seen)", MUTED)
-    elif sni is None and "sni-missing" in codes:
-        sni_text = Text("(none): the ClientHello had no server_name", "bold white on red")
     elif sni is None:
-        sni_text = Text("(none): the ClientHello had no server_name", MUTED)
-    elif codes & {"sni-mismatch", "sni-invalid"}:
-        sni_text = _t(sni, "bold black on yellow")
+        sni_text = Text("(none): the ClientHello had no server_name",
+                        "bold white on red" if state == SNI_MISSING else MUTED)
     else:
-        sni_text = _t(sni, "bold")
+        sni_text = _t(sni, "bold black on yellow" if state == SNI_MISMATCH else "bold")
     table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, padding=(0, 2),
                   header_style="bold", show_edge=False)
     table.add_column(Text("CONNECT target (proxy request)"), ratio=1)
