@@ -11,13 +11,12 @@ verification itself is pure (verify.py) and runs in a worker process (worker.py)
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from urllib.parse import urlsplit
 
 from inspector.chain.cache import SharedCache
 from inspector.chain.probe import ProbeResult, probe
 from inspector.chain.trust import TrustProfile
-from inspector.chain.verify import ChainVerdict
+from inspector.chain.verify import ChainVerdict, chain_digest
 from inspector.chain.worker import VERDICT_TIMEOUT, VerdictUnavailable, VerdictWorkers
 from inspector.findings.codes import Finding, finding
 from inspector.observe import handshake
@@ -147,7 +146,7 @@ class ChainJudge:
         return await self.probes.get((host, port, sni), run)
 
     async def _verify(self, chain: list[bytes], sni: str | None, connect_host: str) -> ChainVerdict:
-        key = (hashlib.sha256(b"".join(chain)).digest(), len(chain), sni, connect_host)
+        key = (chain_digest(chain), sni, connect_host)
 
         async def run() -> ChainVerdict:
             return await self.workers.verify(

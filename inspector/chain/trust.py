@@ -9,11 +9,14 @@ content (keyed by path, size and modification time).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import re
 import ssl
 import warnings
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -45,6 +48,8 @@ class TrustProfile:
     by_subject: dict[x509.Name, tuple[x509.Certificate, ...]] = field(
         init=False, repr=False, compare=False)
     held: frozenset[tuple[x509.Name, bytes]] = field(init=False, repr=False, compare=False)
+    # when each root's validity starts and ends: which roots a verdict's moment sees
+    bounds: Bounds = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_subject: dict[x509.Name, list[x509.Certificate]] = {}
@@ -55,10 +60,29 @@ class TrustProfile:
             held.add((subject, spki(cert)))
         object.__setattr__(self, "by_subject", {k: tuple(v) for k, v in by_subject.items()})
         object.__setattr__(self, "held", frozenset(held))
+        object.__setattr__(self, "bounds", validity_bounds(self.certificates))
 
     def issuers_of(self, cert: x509.Certificate) -> tuple[x509.Certificate, ...]:
         """The bundle's certificates named as `cert`'s issuer (candidates to check)."""
         return self.by_subject.get(cert.issuer, ())
+
+
+# Validity starts and ends of some certificates, each list sorted.
+Bounds = tuple[list[dt.datetime], list[dt.datetime]]
+
+
+def validity_bounds(certs: Iterable[x509.Certificate]) -> Bounds:
+    certs = list(certs)
+    return (sorted(c.not_valid_before_utc for c in certs),
+            sorted(c.not_valid_after_utc for c in certs))
+
+
+def era(bounds: Bounds, moment: dt.datetime) -> tuple[int, int]:
+    """Which of the certificates are valid at `moment` (start <= moment <= end), in two
+    numbers: how many have started by then, how many ended before. Two moments with the
+    same numbers see the same certificates valid."""
+    starts, ends = bounds
+    return bisect_right(starts, moment), bisect_left(ends, moment)
 
 
 def spki(cert: x509.Certificate) -> bytes:

@@ -26,18 +26,21 @@ reverse, need ~180,000: 21 s), is not judged; the verdict says so (`judged` Fals
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
 from dataclasses import dataclass
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ObjectIdentifier
 from cryptography.x509.oid import SignatureAlgorithmOID as SIG
-from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import PolicyBuilder, VerificationError
 
-from inspector.chain.trust import TrustProfile, spki
+from inspector.chain.cache import deep_size
+from inspector.chain.trust import TrustProfile, era, spki, validity_bounds
 from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
 from inspector.records.schema import Certificate, Chain, ChainSource
@@ -48,6 +51,9 @@ MAX_CERTIFICATES = 100  # real chains have 2-4; more is a broken or hostile serv
 # its length, where one name served in reverse order needs n²/2.
 MAX_SIGNATURE_CHECKS = 1000
 LISTED = 5  # names or certificates spelled out in one message
+# What KnownChains may hold: a usual chain's part weighs 20-60 KB, so thousands of chains.
+KNOWN_BYTES = 32 * 2**20
+RUST_PER_DER_BYTE = 10  # cryptography holds 8-9x a parsed certificate's DER (measured, RSS)
 
 LEGACY_CLIENTS = "OpenSSL 1.0.x, GnuTLS < 3.6.14, Android <= 5, Java <= 8u51"
 
@@ -145,25 +151,84 @@ def verify_chain(
 ) -> ChainVerdict:
     """The verdict on `chain_der` (leaf first, as served) for a client that sent `sni`
     in a tunnel to `connect_host`, judged by the `trust` and `clients` profiles at `now`
-    (UTC if naive)."""
-    now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
-    if len(chain_der) > MAX_CERTIFICATES:
-        return _too_large(len(chain_der), f"the verdict covers chains of up to {MAX_CERTIFICATES}")
-    certs = [_parse(der) for der in chain_der]
-    infos = tuple(_info(der, cert) for der, cert in zip(chain_der, certs))
-    unusable = _unusable(certs)
-    if unusable is not None:
-        kinds = [(p, "trust") for p in trust] + [(p, "client") for p in clients]
-        profiles = tuple(ProfileResult(p.name, kind, False, unusable.message) for p, kind in kinds)
-        return ChainVerdict(infos, profiles, [unusable])
-    parsed = [c for c in certs if c is not None]  # all of them: _unusable found none missing
-    try:
-        served = _Served(parsed, now, _Budget(MAX_SIGNATURE_CHECKS))
-        analysis = _Analysis(served, sni or None, connect_host, trust, clients, expiring_days)
-        return ChainVerdict(infos, *analysis.conclude())
-    except _OverBudget:
-        why = f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
-        return _too_large(len(certs), why)
+    (UTC if naive). The whole work, nothing remembered: `KnownChains` is the same
+    verdict with a chain's name-independent part kept between calls."""
+    return _Analysis(_Part(chain_der), sni, connect_host, trust, clients, now,
+                     expiring_days, remember=False).verdict()
+
+
+def chain_digest(chain_der: list[bytes]) -> bytes:
+    """SHA-256 over the certificates in served order, each prefixed by its length:
+    [a+b, c] and [a, b+c] are different chains (unparseable bytes need not be DER)."""
+    h = hashlib.sha256()
+    for der in chain_der:
+        h.update(len(der).to_bytes(8, "big"))
+        h.update(der)
+    return h.digest()
+
+
+class KnownChains:
+    """Verdicts with the name-independent part of each chain kept, by `chain_digest`.
+
+    A verdict is a chain's part (parsing, the served walk and its signature checks,
+    the trust anchors above it, cryptography's path per profile) and a name part (the
+    probe name, hostname checks and every text that names the SNI or CONNECT host).
+    The kept part is exactly what depends only on what it is keyed by:
+    - the DER certificates in served order (the digest);
+    - the profiles this object was made with (fixed: the part is only ever judged
+      against them, remembered by the profile object's id while this object holds it);
+    - for a path outcome, also the validity of every certificate cryptography may look
+      at (the served ones and the profile's roots) at the moment, and whether the probe
+      name matches the leaf by cryptography's rules: cryptography's verifier uses the
+      name for nothing else (policy/mod.rs: `Subject::matches` in the EE
+      subjectAltName check), so two names the leaf covers build the same path.
+    Everything depending on the clock beyond validity (days left) or on the names is
+    judged again on every call, so a known chain with a new SNI costs the name part.
+    Bounded in bytes (cache.deep_size plus the parsed certificates cryptography holds
+    outside Python), least recently used first out.
+    """
+
+    def __init__(self, trust: list[TrustProfile], clients: list[TrustProfile],
+                 max_bytes: int = KNOWN_BYTES) -> None:
+        self.trust = list(trust)
+        self.clients = list(clients)
+        self._parts: LRUCache[bytes, _Part] = LRUCache(maxsize=max_bytes, getsizeof=_part_size)
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def held_bytes(self) -> int:
+        """What the kept parts weigh (see _part_size), at most max_bytes."""
+        return int(self._parts.currsize)
+
+    def __len__(self) -> int:
+        return len(self._parts)
+
+    def verify(self, chain_der: list[bytes], *, sni: str | None, connect_host: str,
+               now: dt.datetime, expiring_days: int = 30) -> ChainVerdict:
+        """`verify_chain` with this object's profiles, the chain's part kept."""
+        key = chain_digest(chain_der)
+        part = self._parts.get(key)
+        if part is None:
+            self.misses += 1
+            part = _Part(chain_der)
+        else:
+            self.hits += 1
+        verdict = _Analysis(part, sni, connect_host, self.trust, self.clients, now,
+                            expiring_days, remember=True).verdict()
+        if part.grew:  # new, or it remembered more: weighed again (deep_size is not free)
+            part.grew = False
+            try:
+                self._parts[key] = part
+            except ValueError:
+                pass  # larger than the whole budget: judged, not kept
+        return verdict
+
+
+def _part_size(part: _Part) -> int:
+    # cryptography keeps each parsed certificate (its DER and decoded fields) outside
+    # Python's view; the paths it returns are the certificates it was handed.
+    return deep_size(part) + RUST_PER_DER_BYTE * part.der_bytes
 
 
 def _too_large(count: int, why: str) -> ChainVerdict:
@@ -292,6 +357,13 @@ class _Budget:
     def issuer_in(self, cert: x509.Certificate, pool) -> x509.Certificate | None:
         return next((c for c in pool if self.issued_by(cert, c)), None)
 
+    def spend(self, checks: int) -> None:
+        """Charge checks made in an earlier verdict: over the bound exactly when
+        making them again would be."""
+        self.left -= checks
+        if self.left < 0:
+            raise _OverBudget
+
 
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether `issuer`'s key signed `child`, SHA-1 and MD5 signatures included.
@@ -348,6 +420,8 @@ class _Names:
     dns: tuple[str, ...]
     ips: tuple[str, ...]
     present: bool
+    san_dns: tuple[str, ...] = ()  # as written in the certificate, for cryptography's rules
+    san_ips: tuple[object, ...] = ()
 
     @classmethod
     def of(cls, leaf: x509.Certificate) -> _Names:
@@ -355,9 +429,22 @@ class _Names:
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
             return cls((), (), False)
-        dns = tuple(n.lower().rstrip(".") for n in san.get_values_for_type(x509.DNSName))
-        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-        return cls(dns, ips, True)
+        san_dns = tuple(san.get_values_for_type(x509.DNSName))
+        san_ips = tuple(san.get_values_for_type(x509.IPAddress))
+        dns = tuple(n.lower().rstrip(".") for n in san_dns)
+        ips = tuple(str(ip) for ip in san_ips)
+        return cls(dns, ips, True, san_dns, san_ips)
+
+    def match_for_cryptography(self, probe: x509.DNSName | x509.IPAddress) -> bool:
+        """Whether cryptography's verifier finds `probe` in the subjectAltName: its
+        `Subject::matches` (policy/mod.rs) with `DNSPattern` and `DNSName` (types.rs).
+        The one way the name given to its path builder changes what it returns."""
+        if isinstance(probe, x509.IPAddress):
+            # IPAddress::from_bytes: 4 or 16 bytes; a network (8 or 32) matches nothing
+            return any(isinstance(ip, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+                       and ip == probe.value for ip in self.san_ips)
+        name = probe.value
+        return any(_dns_pattern_matches(pattern, name) for pattern in self.san_dns)
 
     def covers(self, host: str) -> bool:
         ip = ip_literal(host)
@@ -382,6 +469,31 @@ class _Names:
         return ([target] if self.covers(target) else []) + own
 
 
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def _dns_name_valid(value: str) -> bool:
+    """cryptography's `DNSName::new`: 1-253 characters, labels of 1-63 ASCII letters,
+    digits and inner hyphens."""
+    if not value or len(value.encode("utf-8", "surrogatepass")) > 253:
+        return False
+    return all(
+        label and len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+        and all(c in _LDH for c in label)
+        for label in value.split(".")
+    )
+
+
+def _dns_pattern_matches(pattern: str, name: str) -> bool:
+    """cryptography's `DNSPattern::new(pattern).matches(name)`: an exact name, or `*.`
+    and a name matching the parent of `name`; ASCII case-insensitive."""
+    if pattern.startswith("*."):
+        parent = name.partition(".")[2]
+        return (_dns_name_valid(pattern[2:]) and _dns_name_valid(parent)
+                and pattern[2:].lower() == parent.lower())
+    return _dns_name_valid(pattern) and _dns_name_valid(name) and pattern.lower() == name.lower()
+
+
 def _general_name(host: str) -> x509.DNSName | x509.IPAddress:
     ip = ip_literal(host)
     if ip is not None:
@@ -396,21 +508,59 @@ def _same_host(a: str, b: str) -> bool:
 # --- the served chain ----------------------------------------------------------------
 
 
+class _Part:
+    """A chain's verdict before names and the clock: the parsed certificates, the
+    served walk, and (kept when `KnownChains` remembers) the trust anchor above the
+    walk per profile and cryptography's path outcomes (see KnownChains for keys)."""
+
+    def __init__(self, chain_der: list[bytes]) -> None:
+        self.count = len(chain_der)
+        self.der_bytes = sum(map(len, chain_der))
+        self.grew = True  # not weighed since it last remembered something
+        self.too_large: str | None = None  # why the chain is not judged
+        self.infos: tuple[CertificateInfo, ...] = ()
+        self.unusable: Finding | None = None
+        self.served: _Served | None = None
+        self.walk_checks = 0  # signature checks the served walk spent
+        # id(profile) -> (the anchor above the walk or None, signature checks spent)
+        self.anchors: dict[int, tuple[x509.Certificate | None, int]] = {}
+        # (id(profile), validity era, probe matched) -> path, or cryptography's error
+        self.outcomes: dict[tuple, list[x509.Certificate] | str] = {}
+        if self.count > MAX_CERTIFICATES:
+            self.too_large = f"the verdict covers chains of up to {MAX_CERTIFICATES}"
+            return
+        certs = [_parse(der) for der in chain_der]
+        self.infos = tuple(_info(der, cert) for der, cert in zip(chain_der, certs))
+        self.unusable = _unusable(certs)
+        if self.unusable is not None:
+            return
+        budget = _Budget(MAX_SIGNATURE_CHECKS)
+        try:
+            # all parsed: _unusable found none missing
+            self.served = _Served([c for c in certs if c is not None], budget)
+        except _OverBudget:
+            self.too_large = (
+                f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
+            )
+        self.walk_checks = MAX_SIGNATURE_CHECKS - budget.left
+
+
 class _Served:
     """The parsed served chain and what follows from it alone."""
 
-    def __init__(self, certs: list[x509.Certificate], now: dt.datetime, budget: _Budget) -> None:
+    def __init__(self, certs: list[x509.Certificate], budget: _Budget) -> None:
         self.certs = certs
         self.leaf = certs[0]
-        self.now = now
-        self.budget = budget
         self.self_signed = [budget.issued_by(c, c) for c in certs]
-        self.walk = self._walk()
+        self.walk = self._walk(budget)
         self.index: dict[str, int] = {}  # sha256 -> first served position
         for i, c in enumerate(certs):
             self.index.setdefault(_fingerprint(c), i)
+        self.names = _Names.of(self.leaf)
+        self.pool = self.intermediates()  # what the path builder is handed
+        self.bounds = validity_bounds(certs)
 
-    def _walk(self) -> list[int]:
+    def _walk(self, budget: _Budget) -> list[int]:
         """Served positions of the path a legacy client builds: from the leaf, each
         certificate's issuer is looked up among the served certificates first."""
         path, used = [0], {0}
@@ -420,7 +570,7 @@ class _Served:
                 (
                     i
                     for i, c in enumerate(self.certs)
-                    if i not in used and self.budget.issued_by(current, c)
+                    if i not in used and budget.issued_by(current, c)
                 ),
                 None,
             )
@@ -445,10 +595,10 @@ class _Served:
                 out.append(cert)
         return out
 
-    def leaf_moment(self) -> dt.datetime:
+    def leaf_moment(self, now: dt.datetime) -> dt.datetime:
         """`now`, or the closest moment the leaf is valid: to judge the rest of the chain."""
         leaf = self.leaf
-        return min(max(self.now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
+        return min(max(now, leaf.not_valid_before_utc), leaf.not_valid_after_utc)
 
     def top(self) -> int:
         return self.walk[-1]
@@ -479,25 +629,52 @@ class _Run:
 
 
 class _Analysis:
+    """One verdict: a chain's part judged for one SNI, CONNECT host and moment."""
+
     def __init__(
         self,
-        served: _Served,
+        part: _Part,
         sni: str | None,
         connect_host: str,
         trust: list[TrustProfile],
         clients: list[TrustProfile],
+        now: dt.datetime,
         expiring_days: int,
+        *,
+        remember: bool,
     ) -> None:
-        self.served = served
-        self.sni = sni
+        self.part = part
+        self.remember = remember  # keep and reuse the part's anchors and path outcomes
+        self.sni = sni or None
         self.connect_host = connect_host
-        self.target = sni or connect_host  # the name a client checks the leaf against
+        self.target = self.sni or connect_host  # the name a client checks the leaf against
         self.trust = trust
         self.clients = clients
+        self.now = now if now.tzinfo else now.replace(tzinfo=dt.timezone.utc)
         self.expiring = dt.timedelta(days=expiring_days)
-        self.names = _Names.of(served.leaf)
-        self.intermediates = served.intermediates()
-        self.probe = self._probe_name()
+
+    def verdict(self) -> ChainVerdict:
+        part = self.part
+        if part.served is None:
+            if part.too_large is not None:
+                return _too_large(part.count, part.too_large)
+            assert part.unusable is not None  # a part has a served chain, or why not
+            kinds = [(p, "trust") for p in self.trust] + [(p, "client") for p in self.clients]
+            profiles = tuple(ProfileResult(p.name, kind, False, part.unusable.message)
+                             for p, kind in kinds)
+            return ChainVerdict(part.infos, profiles, [part.unusable])
+        self.served = part.served
+        self.names = self.served.names
+        self.intermediates = self.served.pool
+        self.budget = _Budget(MAX_SIGNATURE_CHECKS - part.walk_checks)
+        try:
+            self.probe = self._probe_name()
+            # cryptography's path builder depends on the probe name through this alone
+            self.matched = self.names.match_for_cryptography(self.probe)
+            return ChainVerdict(part.infos, *self.conclude())
+        except _OverBudget:
+            why = f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
+            return _too_large(part.count, why)
 
     def _probe_name(self) -> x509.DNSName | x509.IPAddress:
         """A name the leaf covers, so the path builder judges the chain; names are
@@ -515,24 +692,54 @@ class _Analysis:
             return subject
         return fallback
 
-    def _validate(self, store: Store, moment: dt.datetime) -> list[x509.Certificate] | str:
+    def _validate(self, profile: TrustProfile, moment: dt.datetime) -> list[x509.Certificate] | str:
         """The validated path, or cryptography's reason it found none."""
+        # cryptography judges validity at the moment to the second (asn1 DateTime);
+        # the era at both readings of the moment pins every certificate it may look at.
+        whole = moment.replace(microsecond=0)
+        key = (id(profile), self.matched,
+               era(self.served.bounds, moment), era(self.served.bounds, whole),
+               era(profile.bounds, moment), era(profile.bounds, whole))
+        outcomes = self.part.outcomes
+        if self.remember and key in outcomes:
+            return outcomes[key]
         verifier = (
             PolicyBuilder()
-            .store(store)
+            .store(profile.store)
             .time(moment)
             .max_chain_depth(MAX_DEPTH)
             .build_server_verifier(self.probe)
         )
+        out: list[x509.Certificate] | str
         try:
-            return verifier.verify(self.served.leaf, self.intermediates)
+            out = verifier.verify(self.served.leaf, self.intermediates)
         except VerificationError as e:
-            return str(e)
+            out = str(e)
+        if self.remember:
+            if len(outcomes) >= 4 * len(self.trust + self.clients):
+                outcomes.clear()  # eras of moments long past: 2 moments x 2 matches each
+            outcomes[key] = out
+            self.part.grew = True
+        return out
+
+    def _anchor(self, profile: TrustProfile) -> x509.Certificate | None:
+        """The profile's root that signed the top of the served walk, if any."""
+        kept = self.part.anchors.get(id(profile)) if self.remember else None
+        if kept is not None:
+            self.budget.spend(kept[1])
+            return kept[0]
+        top = self.served.certs[self.served.top()]
+        left = self.budget.left
+        anchor = self.budget.issuer_in(top, profile.issuers_of(top))
+        if self.remember:
+            self.part.anchors[id(profile)] = (anchor, left - self.budget.left)
+            self.part.grew = True
+        return anchor
 
     def _run(self, profile: TrustProfile, kind: str) -> _Run:
-        path = self._validate(profile.store, self.served.now)
+        path = self._validate(profile, self.now)
         if isinstance(path, str):
-            return _Run(profile, kind, None, self._diagnose(profile, path, self.served.now))
+            return _Run(profile, kind, None, self._diagnose(profile, path, self.now))
         if not self.names.covers(self.target):
             return _Run(profile, kind, path, self._name_problem())
         return _Run(profile, kind, path, None)
@@ -573,12 +780,12 @@ class _Analysis:
         judged again at a moment the leaf is valid: if it validates then, the leaf's
         dates are the whole story.
         """
-        moment = self.served.leaf_moment()
+        moment = self.served.leaf_moment(self.now)
         problems = [r.problem for r in runs if r.problem is not None]  # all: every run failed
-        if moment != self.served.now:
+        if moment != self.now:
             problems = []
             for profile in self.trust:
-                path = self._validate(profile.store, moment)
+                path = self._validate(profile, moment)
                 if not isinstance(path, str):
                     return []
                 problems.append(self._diagnose(profile, path, moment))
@@ -612,8 +819,7 @@ class _Analysis:
         top = self.served.top()
         if self.served.self_signed[top]:
             return walk
-        top_cert = self.served.certs[top]
-        anchor = self.served.budget.issuer_in(top_cert, profile.issuers_of(top_cert))
+        anchor = self._anchor(profile)
         return walk + ([(None, anchor)] if anchor is not None else [])
 
     def _dates_problem(self, profile: TrustProfile, moment: dt.datetime) -> _Diagnosis:
@@ -711,7 +917,7 @@ class _Analysis:
                 f"serve a chain to a root the clients trust; if {_label(top)} is your private CA, "
                 "add it to the clients' trust store",
             )
-        if served.budget.issuer_in(top, profile.issuers_of(top)) is None:
+        if self._anchor(profile) is None:
             issuer = top.issuer.rfc4514_string()
             if self._issuer_known(top) or _has_aia_issuer(top):
                 return _Diagnosis(
@@ -759,9 +965,9 @@ class _Analysis:
     # -- findings from the structure --
 
     def _leaf_dates(self) -> list[Finding]:
-        if _valid_at(self.served.leaf, self.served.now):
+        if _valid_at(self.served.leaf, self.now):
             return []
-        d = self._leaf_date_problem(self.served.now)
+        d = self._leaf_date_problem(self.now)
         return [finding(d.code, d.message, d.hint)]
 
     def _name_findings(self) -> list[Finding]:
@@ -850,7 +1056,7 @@ class _Analysis:
     def _expired_in_chain(self) -> list[Finding]:
         for i in self.served.walk[1:]:
             cert = self.served.certs[i]
-            if cert.not_valid_after_utc < self.served.now:
+            if cert.not_valid_after_utc < self.now:
                 label, day = _label(cert), _day(cert.not_valid_after_utc)
                 issuer = cert.issuer.rfc4514_string()
                 return [finding(
@@ -910,7 +1116,7 @@ class _Analysis:
         )]
 
     def _expiring_soon(self, path: list[x509.Certificate]) -> list[Finding]:
-        now, out = self.served.now, []
+        now, out = self.now, []
         for position, cert in self._path_certs(path):
             end = cert.not_valid_after_utc
             if position is None or not now <= end <= now + self.expiring:

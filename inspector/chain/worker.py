@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import Store
 
 from inspector.chain.trust import TrustProfile
-from inspector.chain.verify import ChainVerdict, verify_chain
+from inspector.chain.verify import ChainVerdict, KnownChains
 
 # A worker's answer: the verdict, or the traceback of the verdict's own failure.
 _Reply = tuple[Literal["ok"], ChainVerdict] | tuple[Literal["error"], str]
@@ -256,11 +256,16 @@ def main() -> None:
     if setup is None:
         return
     trust, clients = (_profiles(p) for p in pickle.loads(setup))
+    # The chains' name-independent parts are kept here, not in the proxy: they are
+    # parsed certificates and cryptography's paths, which exist only in this process
+    # (they do not pickle, and parsing again is the work being saved); the proxy keeps
+    # whole verdicts per chain and name (judge.py). A killed worker starts cold.
+    known = KnownChains(trust, clients)
     while (request := _read(inp)) is not None:
         chain, sni, connect_host, now, expiring_days = pickle.loads(request)
         try:
-            verdict = verify_chain(chain, sni=sni, connect_host=connect_host, trust=trust,
-                                   clients=clients, now=now, expiring_days=expiring_days)
+            verdict = known.verify(chain, sni=sni, connect_host=connect_host, now=now,
+                                   expiring_days=expiring_days)
             reply: _Reply = ("ok", verdict)
         except Exception:  # a verdict bug: sent to the proxy, which logs it
             reply = ("error", traceback.format_exc())
