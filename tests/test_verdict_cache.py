@@ -47,7 +47,7 @@ def _no_san_leaf(issuer: Issued) -> bytes:
     )
 
 
-def _test_chains() -> tuple[dict[str, tuple[list[bytes], str]], Issued, Issued]:
+def _test_chains() -> tuple[dict[str, tuple[list[bytes], str]], tuple[Issued, Issued], Issued]:
     """The chains tests/test_chain_verify.py, test_chain_bounds.py and
     test_hostile_chains.py judge, built the same way: name -> (DER chain, its host)."""
     long = {"ca": True, "not_before": NOW - 3650 * DAY, "not_after": NOW + 3650 * DAY}
@@ -62,6 +62,10 @@ def _test_chains() -> tuple[dict[str, tuple[list[bytes], str]], Issued, Issued]:
                           not_after=NOW - 2 * DAY)
     weak_inter = make_cert("Weak Intermediate", root, ca=True, key=make_key("rsa1024"))
     soon = make_cert(HOST, inter, sans=(HOST,), not_after=NOW + 20 * DAY)
+    # a root that ends before the chain it signed: only the store's validity changes
+    short_root = make_cert("Short Root", ca=True, not_after=NOW + 100 * DAY)
+    long_inter = make_cert("Long Intermediate", short_root, ca=True, not_after=NOW + 3000 * DAY)
+    long_leaf = make_cert(HOST, long_inter, sans=(HOST,), not_after=NOW + 3000 * DAY)
     copy_key = make_key()
     copy_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Copy CA")])
     copies = [make_cert("Copy CA", ca=True, key=copy_key, subject_name=copy_name) for _ in range(12)]
@@ -87,6 +91,7 @@ def _test_chains() -> tuple[dict[str, tuple[list[bytes], str]], Issued, Issued]:
         "not-yet-valid": (d(make_cert(HOST, inter, sans=(HOST,), not_before=NOW + 10 * DAY,
                                       not_after=NOW + 100 * DAY), inter), HOST),
         "expiring-soon": (d(soon, inter), HOST),
+        "root-expires-first": (d(long_leaf, long_inter), HOST),
         "rsa1024-leaf": (d(make_cert(HOST, inter, sans=(HOST,), key=make_key("rsa1024")), inter), HOST),
         "rsa1024-issuer": (d(make_cert(HOST, weak_inter, sans=(HOST,)), weak_inter), HOST),
         "no-san": ([_no_san_leaf(inter), inter.der], HOST),
@@ -108,7 +113,7 @@ def _test_chains() -> tuple[dict[str, tuple[list[bytes], str]], Issued, Issued]:
         "same-name-over-budget": (_same_name(48, reverse=True), "fake.lab.test"),
         "distinct-deep": (_distinct(12), "fake.lab.test"),
     }
-    return chains, root, inter
+    return chains, (root, short_root), inter
 
 
 def _names(host: str) -> list[tuple[str | None, str]]:
@@ -143,10 +148,10 @@ def _json(v: ChainVerdict) -> str:
 def corpus(tmp_path_factory):
     lab = build_chain_lab(tmp_path_factory.mktemp("lab"))
     chains = {f"lab:{n}": (s.chain_der, s.hostname) for n, s in lab.scenarios.items()}
-    tests, root, inter = _test_chains()
+    tests, roots, inter = _test_chains()
     chains.update({f"test:{n}": c for n, c in tests.items()})
     trust = [load_profile("mozilla"), load_profile(str(lab.root_pem), name="root"),
-             _profile("lab", root)]
+             _profile("lab", *roots)]
     clients = [load_client_profile(f"old-device={lab.old_device_pem}"),
                _profile("intermediates", inter)]
     return chains, trust, clients
@@ -183,12 +188,15 @@ def test_kept_parts_give_the_same_verdicts(corpus):
 
 
 def test_kept_parts_follow_the_clock(corpus):
-    """The same parts judged 400 days later (leaves expired, CAs still valid) and
-    4,000 days later (the lab's CAs expired too), and back: the kept path outcomes
-    are keyed by which certificates are valid, not reused across it."""
+    """The same parts judged in the second after most leaves' notAfter (cryptography
+    reads the moment to the second: still valid for it), the second after that
+    (expired), 4,000 days later (the lab's CAs expired too), and back: the kept path
+    outcomes are keyed by which certificates are valid, not reused across that."""
     chains, trust, clients = corpus
     known, full = KnownChains(trust, clients), {}
-    for moment in (NOW_UTC, NOW_UTC + 400 * DAY, NOW_UTC + 4000 * DAY, NOW_UTC):
+    leaves_end = NOW + 365 * DAY  # make_cert's default notAfter: most leaves end then
+    for moment in (NOW_UTC, leaves_end + dt.timedelta(seconds=0.5),
+                   leaves_end + dt.timedelta(seconds=1.5), NOW_UTC + 4000 * DAY, NOW_UTC):
         _compare(known, chains, moment, passes=1, names=6, full=full)
 
 

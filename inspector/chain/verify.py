@@ -694,12 +694,12 @@ class _Analysis:
 
     def _validate(self, profile: TrustProfile, moment: dt.datetime) -> list[x509.Certificate] | str:
         """The validated path, or cryptography's reason it found none."""
-        # cryptography judges validity at the moment to the second (asn1 DateTime);
-        # the era at both readings of the moment pins every certificate it may look at.
-        whole = moment.replace(microsecond=0)
-        key = (id(profile), self.matched,
-               era(self.served.bounds, moment), era(self.served.bounds, whole),
-               era(profile.bounds, moment), era(profile.bounds, whole))
+        # cryptography reads the moment to the second (asn1 DateTime: a leaf is still
+        # valid 0.99 s after its notAfter); at that second, the eras of the served
+        # certificates and the profile's roots pin every validity it may look at.
+        second = moment.replace(microsecond=0)
+        key = (id(profile), self.matched, era(self.served.bounds, second),
+               era(profile.bounds, second))
         outcomes = self.part.outcomes
         if self.remember and key in outcomes:
             return outcomes[key]
