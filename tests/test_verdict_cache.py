@@ -269,3 +269,21 @@ def test_the_proxys_verdict_cache_tells_chains_with_the_same_bytes_apart():
     first, second = asyncio.run(both())
     assert "#0, #1" in first.findings[0].message
     assert "(#1;" in second.findings[0].message
+
+
+def test_kept_anchors_charge_the_signature_budget_again():
+    """A root looked up above the served walk is kept with the checks it cost, and
+    charged again on every use: a verdict that looks twice goes over the bound as
+    the whole work does. Here: 501 roots carry the name of the leaf's missing issuer,
+    the leaf has expired, so the anchor is looked up for today and for the leaf's
+    last valid day (1,002 checks, over the 1,000)."""
+    key = make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Missing CA")])
+    decoys = [make_cert("Missing CA", ca=True, key=key, subject_name=name) for _ in range(501)]
+    missing = make_cert("Missing CA", ca=True, subject_name=name)
+    leaf = make_cert(HOST, missing, sans=(HOST,), not_before=NOW - 90 * DAY, not_after=NOW - DAY)
+    trust = [_profile("decoys", *decoys)]
+    kw = {"sni": HOST, "connect_host": HOST, "now": NOW_UTC}
+    full = verify_chain([leaf.der], trust=trust, clients=[], **kw)
+    assert not full.judged and "signature checks" in full.findings[0].message
+    assert _json(KnownChains(trust, []).verify([leaf.der], **kw)) == _json(full)
