@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from inspector.chain.judge import ChainJudge  # noqa: E402
 from inspector.chain.trust import load_client_profile, load_profile  # noqa: E402
-from inspector.chain.verify import verify_chain  # noqa: E402
+from inspector.chain.verify import KnownChains, verify_chain  # noqa: E402
 from inspector.lab.chains import build_chain_lab  # noqa: E402
 from inspector.lab.http1 import connect_tunnel  # noqa: E402
 from inspector.lab.pki import DAY, NOW, make_cert  # noqa: E402
@@ -229,6 +229,14 @@ def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> d
 
 
 def verdict_cost(work: Path, repeat: int) -> dict:
+    """The verdict's cost, three ways side by side:
+    - every lab chain judged whole (verify_chain) with mozilla + the lab root + a client;
+    - a known chain with a new SNI (KnownChains, as the worker keeps it; target <= 0.3 ms):
+      each lab chain and a wildcard chain, warm, then a name never seen per call;
+    - a new rejected chain with mozilla + one client profile (target <= 2 ms): each lab
+      chain (private, so mozilla rejects it) cold in a fresh KnownChains;
+    and, through the real proxy, what the first tunnel to a new host adds over a
+    second tunnel to it (target <= 3 ms p50)."""
     (work / "lab").mkdir()
     lab = build_chain_lab(work / "lab")
     trust = [load_profile("mozilla"), load_profile(str(lab.root_pem))]
@@ -242,9 +250,98 @@ def verdict_cost(work: Path, repeat: int) -> dict:
             verify_chain(chain, sni=s.hostname, connect_host=s.hostname, trust=trust,
                          clients=clients, now=now)
         per_chain[name] = (time.perf_counter() - t0) / repeat * 1e6
-    return {"us_per_chain_median": statistics.median(per_chain.values()),
-            "us_per_chain_max": max(per_chain.values()), "per_scenario_us": per_chain,
-            "profiles": len(trust) + len(clients)}
+    out = {"us_per_chain_median": statistics.median(per_chain.values()),
+           "us_per_chain_max": max(per_chain.values()), "per_scenario_us": per_chain,
+           "profiles": len(trust) + len(clients)}
+
+    # a known chain, a new SNI each call
+    root = make_cert("bench verdict root", ca=True, not_before=NOW - 3650 * DAY,
+                     not_after=NOW + 3650 * DAY)
+    inter = make_cert("bench verdict intermediate", root, ca=True, not_before=NOW - 3650 * DAY,
+                      not_after=NOW + 3650 * DAY)
+    wildcard = make_cert("*.verdict.lab.test", inter, sans=("*.verdict.lab.test",))
+    chains = {n: (s.chain_der, s.hostname) for n, s in lab.scenarios.items()}
+    chains["wildcard"] = ([wildcard.der, inter.der], "www.verdict.lab.test")
+    known = KnownChains(trust, clients)
+    new_sni = {}
+    for name, (chain, host) in chains.items():
+        known.verify(chain, sni=host, connect_host=host, now=now)
+        parent = host.partition(".")[2]
+        t0 = time.perf_counter()
+        for i in range(repeat * 10):
+            fresh = f"n{i}.{parent}"  # never seen: covered by a wildcard, else a mismatch
+            known.verify(chain, sni=fresh, connect_host=fresh, now=now)
+        new_sni[name] = (time.perf_counter() - t0) / (repeat * 10) * 1e6
+    out["known_chain_new_sni_us_median"] = statistics.median(new_sni.values())
+    out["known_chain_new_sni_us_max"] = max(new_sni.values())
+    out["known_chain_new_sni_us"] = new_sni
+
+    # a new rejected chain: mozilla + one client profile, nothing kept
+    moz = [load_profile("mozilla")]
+    rejected = {}
+    for name, s in lab.scenarios.items():
+        t0 = time.perf_counter()
+        for _ in range(repeat):
+            KnownChains(moz, clients).verify(s.chain_der, sni=s.hostname,
+                                             connect_host=s.hostname, now=now)
+        rejected[name] = (time.perf_counter() - t0) / repeat * 1e6
+    out["new_rejected_chain_us_median"] = statistics.median(rejected.values())
+    out["new_rejected_chain_us_max"] = max(rejected.values())
+    out["new_rejected_chain_us"] = rejected
+    out["first_tunnel"] = _first_tunnel(work, root, inter, rounds=2 * repeat)
+    return out
+
+
+def _first_tunnel(work: Path, root, inter, rounds: int) -> dict:
+    """p50 of (first tunnel to a new host - a second tunnel to a host already judged),
+    through `tunnel-inspector --headless` (mozilla + a private root + a client store)
+    to one upstream with a wildcard certificate: each new host is a known chain with a
+    new SNI. Each tunnel's record is awaited before the next; rounds alternate which
+    of the two goes first."""
+    leaf = make_cert("*.first.lab.test", inter, sans=("*.first.lab.test",))
+    (work / "first-root.pem").write_bytes(root.pem)
+    (work / "first-chain.pem").write_bytes(leaf.pem + inter.pem)
+    (work / "first-key.pem").write_bytes(leaf.key_pem)
+    up = upstream(work / "first-chain.pem", work / "first-key.pem")
+    jsonl = work / "first.jsonl"
+    ti = inspector("--trust", "mozilla", "--trust", str(work / "first-root.pem"),
+                   "--client", f"device={work / 'first-root.pem'}", "--jsonl", str(jsonl),
+                   "--connect-to", f"::127.0.0.1:{up.port}")
+    ctx = ssl.create_default_context(cafile=str(work / "first-root.pem"))
+
+    def tunnel(host: str) -> float:
+        before = len(jsonl.read_bytes().splitlines()) if jsonl.exists() else 0
+        took = asyncio.run(one_tunnel(ti.port, up.port, ctx, host, host))
+        deadline = time.monotonic() + TUNNEL_TIMEOUT
+        while len(jsonl.read_bytes().splitlines()) <= before:  # its record, verdict included
+            if time.monotonic() > deadline:
+                raise RuntimeError("no record for the bench tunnel")
+            time.sleep(0.005)
+        return took  # seconds, as pct() takes them
+
+    first, again, diffs = [], [], []
+    try:
+        tunnel("warmup.first.lab.test")  # the worker's start and the chain's first verdict
+        tunnel("warmup.first.lab.test")
+        for r in range(rounds):
+            host = f"h{r}.first.lab.test"
+            if r % 2 == 0:
+                new = tunnel(host)
+                old = tunnel(host)
+            else:
+                old = tunnel(f"h{r - 1}.first.lab.test")
+                new = tunnel(host)
+            first.append(new)
+            again.append(old)
+            diffs.append(new - old)
+    finally:
+        ti.stop()
+        up.stop()
+    records = [json.loads(x) for x in jsonl.read_bytes().splitlines()]
+    judged = sum(1 for x in records if x.get("chain"))
+    return {"rounds": rounds, "first_p50_ms": pct(first, 50), "again_p50_ms": pct(again, 50),
+            "added_p50_ms": pct(diffs, 50), "added_p90_ms": pct(diffs, 90),
+            "records": len(records), "judged": judged}
 
 
 def cache_effect(work: Path, tunnels: int, hosts: int) -> dict:
@@ -453,6 +550,21 @@ def ui() -> dict:
 
 # --- report ------------------------------------------------------------------------------
 
+def verdict_lines(v: dict) -> list[str]:
+    f = v["first_tunnel"]
+    return [
+        f"verdict cost: {v['us_per_chain_median']:.0f} us per chain median, "
+        f"{v['us_per_chain_max']:.0f} us max ({v['profiles']} profiles, whole work)",
+        f"  known chain, new SNI: {v['known_chain_new_sni_us_median']:.0f} us median, "
+        f"{v['known_chain_new_sni_us_max']:.0f} us max (target <= 300)",
+        f"  new rejected chain, mozilla + 1 client: {v['new_rejected_chain_us_median']:.0f} us "
+        f"median, {v['new_rejected_chain_us_max']:.0f} us max (target <= 2000)",
+        f"  first tunnel to a new host: {f['first_p50_ms']:.2f} ms p50, a second one "
+        f"{f['again_p50_ms']:.2f} ms; added p50 {f['added_p50_ms']:.2f} ms, p90 "
+        f"{f['added_p90_ms']:.2f} ms over {f['rounds']} rounds (target p50 <= 3)",
+    ]
+
+
 def table(res: dict) -> str:
     t = res["throughput"]
     lines = [
@@ -478,9 +590,7 @@ def table(res: dict) -> str:
             f"{k} {b[f'ratio_inspector_vs_mitmdump_{k}']:.2f}" for k in ("down", "up", "par8"))
             + " (target >= 2); / direct: " + ", ".join(
             f"{k} {b[f'ratio_inspector_vs_direct_{k}']:.2f}" for k in ("down", "up", "par8")))
-    v = res["verdict"]
-    lines.append(f"verdict cost: {v['us_per_chain_median']:.0f} us per chain median, "
-                 f"{v['us_per_chain_max']:.0f} us max ({v['profiles']} profiles)")
+    lines += verdict_lines(res["verdict"])
     c = res["cache"]
     lines.append(f"cache: {c['tunnels']} tunnels over {c['hosts']} hosts -> {c['probes']} probes "
                  f"({c['cache_hits']} cache hits, {c['seconds']:.2f} s)")

@@ -17,6 +17,11 @@ cause (`self-signed`, `incomplete-chain`, `expired`, `hostname-mismatch`,
 `weak-signature`, ...); `untrusted` is for causes no more specific code describes.
 Messages carry certificate subjects verbatim: escaping is the display's job.
 
+A verdict is the chain's part (parsing, the served walk, its signature checks, the
+roots above it, cryptography's path per profile) and the name part (SNI and CONNECT
+host): `verify_chain` does both, `KnownChains` keeps the chain's part by digest so a
+known chain seen with a new name does the name part only, with the same verdict.
+
 The chain comes from a stranger, so the work spent on it is bounded: more than
 MAX_CERTIFICATES certificates, or a served walk that needs more than
 MAX_SIGNATURE_CHECKS signature checks (600 certificates with one name, served in
@@ -28,7 +33,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 from cryptography import x509
@@ -44,6 +52,8 @@ from inspector.chain.trust import TrustProfile, era, spki, validity_bounds
 from inspector.findings.codes import ERROR, SEVERITY_RANK, Finding, finding
 from inspector.observe.sni import ip_literal, normalise_host
 from inspector.records.schema import Certificate, Chain, ChainSource
+
+T = TypeVar("T")
 
 MAX_DEPTH = 8  # intermediates the path builder may stack; real chains need 1-3
 MAX_CERTIFICATES = 100  # real chains have 2-4; more is a broken or hostile server
@@ -447,10 +457,10 @@ class _Names:
         return any(_dns_pattern_matches(pattern, name) for pattern in self.san_dns)
 
     def covers(self, host: str) -> bool:
-        ip = ip_literal(host)
+        ip = _ip_literal(host)
         if ip is not None:
             return ip in self.ips
-        name = normalise_host(host)
+        name = _normalise_host(host)
         if name is None:
             return False
         parent = name.partition(".")[2]
@@ -468,6 +478,10 @@ class _Names:
         own = [("a" + d[1:]) if d.startswith("*.") else d for d in self.dns] + list(self.ips)
         return ([target] if self.covers(target) else []) + own
 
+
+# Pure functions of names a verdict asks about several times each (~10 us a call).
+_ip_literal = lru_cache(maxsize=1024)(ip_literal)
+_normalise_host = lru_cache(maxsize=1024)(normalise_host)
 
 _LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
 
@@ -495,14 +509,14 @@ def _dns_pattern_matches(pattern: str, name: str) -> bool:
 
 
 def _general_name(host: str) -> x509.DNSName | x509.IPAddress:
-    ip = ip_literal(host)
+    ip = _ip_literal(host)
     if ip is not None:
         return x509.IPAddress(ipaddress.ip_address(ip))
-    return x509.DNSName(normalise_host(host) or host)
+    return x509.DNSName(_normalise_host(host) or host)
 
 
 def _same_host(a: str, b: str) -> bool:
-    return (ip_literal(a) or normalise_host(a) or a) == (ip_literal(b) or normalise_host(b) or b)
+    return (_ip_literal(a) or _normalise_host(a) or a) == (_ip_literal(b) or _normalise_host(b) or b)
 
 
 # --- the served chain ----------------------------------------------------------------
@@ -526,6 +540,8 @@ class _Part:
         self.anchors: dict[int, tuple[x509.Certificate | None, int]] = {}
         # (id(profile), validity era, probe matched) -> path, or cryptography's error
         self.outcomes: dict[tuple, list[x509.Certificate] | str] = {}
+        # (id(certificate), fact) -> (the certificate, kept so its id stays its own; value)
+        self.facts: dict[tuple[int, str], tuple[x509.Certificate, Any]] = {}
         if self.count > MAX_CERTIFICATES:
             self.too_large = f"the verdict covers chains of up to {MAX_CERTIFICATES}"
             return
@@ -543,6 +559,15 @@ class _Part:
                 f"finding the served path takes over {MAX_SIGNATURE_CHECKS} signature checks"
             )
         self.walk_checks = MAX_SIGNATURE_CHECKS - budget.left
+
+    def fact(self, cert: x509.Certificate, what: str, make: Callable[[x509.Certificate], T]) -> T:
+        """`make(cert)`, once per certificate and fact (a pure function of the certificate)."""
+        key = (id(cert), what)
+        kept = self.facts.get(key)
+        if kept is None:
+            kept = self.facts[key] = (cert, make(cert))
+            self.grew = True
+        return kept[1]
 
 
 class _Served:
@@ -622,8 +647,8 @@ class _Run:
     path: list[x509.Certificate] | None
     problem: _Diagnosis | None
 
-    def result(self) -> ProfileResult:
-        path = tuple(_fingerprint(c) for c in self.path or ())
+    def result(self, fingerprint: Callable[[x509.Certificate], str]) -> ProfileResult:
+        path = tuple(fingerprint(c) for c in self.path or ())
         error = self.problem.message if self.problem else None
         return ProfileResult(self.profile.name, self.kind, self.problem is None, error, path)
 
@@ -736,6 +761,20 @@ class _Analysis:
             self.part.grew = True
         return anchor
 
+    # Facts of one certificate, kept in the part: a subject's text alone costs ~15 us
+    # (cryptography decodes the name on every access), a fingerprint ~7 us.
+
+    def _label(self, cert: x509.Certificate) -> str:
+        return self.part.fact(cert, "label", _label)
+
+    def _fingerprint(self, cert: x509.Certificate) -> str:
+        return self.part.fact(cert, "sha256", _fingerprint)
+
+    def _key(self, cert: x509.Certificate) -> tuple[str, bool]:
+        """(the key as the record names it, whether it is weak)"""
+        return self.part.fact(cert, "key", lambda c: (_key_text(c.public_key()),
+                                                       _weak_key(c.public_key())))
+
     def _run(self, profile: TrustProfile, kind: str) -> _Run:
         path = self._validate(profile, self.now)
         if isinstance(path, str):
@@ -771,7 +810,7 @@ class _Analysis:
         ]
         out += self._order() + self._anchors() + self._extra(path) + self._expiring_soon(path)
         out.sort(key=lambda f: -SEVERITY_RANK[f.severity])  # stable: errors first
-        return tuple(r.result() for r in trust_runs + client_runs), out
+        return tuple(r.result(self._fingerprint) for r in trust_runs + client_runs), out
 
     def _trust_failures(self, runs: list[_Run]) -> list[_Diagnosis]:
         """Why no --trust profile validates (`runs` all failed), once per distinct cause.
@@ -837,15 +876,15 @@ class _Analysis:
             if position is None:
                 return _Diagnosis(
                     "untrusted",
-                    f"the trust store's root {_label(cert)} {when}",
+                    f"the trust store's root {self._label(cert)} {when}",
                     "the client needs an updated trust store, or the server a chain to a root "
                     "the client holds",
                 )
             return _Diagnosis(
                 "untrusted",
-                f"the path to the trust store's root goes through {_label(cert)} "
+                f"the path to the trust store's root goes through {self._label(cert)} "
                 f"(certificate #{position}), which {when}",
-                f"replace or remove {_label(cert)} in the server's chain file: serve the leaf "
+                f"replace or remove {self._label(cert)} in the server's chain file: serve the leaf "
                 "and the CA's current intermediate only",
             )
         return _Diagnosis(
@@ -877,7 +916,7 @@ class _Analysis:
             if not self._is_root(i) and _weak_signature(c)
         ]
         what = (
-            f"{_label(weak[0])} is signed with {_signature_name(weak[0])}"
+            f"{self._label(weak[0])} is signed with {_signature_name(weak[0])}"
             if weak
             else "a certificate in the path has a SHA-1 or MD5 signature"
         )
@@ -888,9 +927,9 @@ class _Analysis:
         )
 
     def _weak_key_problem(self, profile: TrustProfile) -> _Diagnosis:
-        weak = [c for _, c in self._candidate_path(profile) if _weak_key(c.public_key())]
+        weak = [c for _, c in self._candidate_path(profile) if self._key(c)[1]]
         what = (
-            f"{_label(weak[0])} has a {_key_text(weak[0].public_key())} key"
+            f"{self._label(weak[0])} has a {self._key(weak[0])[0]} key"
             if weak
             else "a CA in the path has a short key"
         )
@@ -913,8 +952,8 @@ class _Analysis:
         if served.self_signed[served.top()]:
             return _Diagnosis(
                 "untrusted",
-                f"the chain ends at the root {_label(top)}, which the trust store does not hold",
-                f"serve a chain to a root the clients trust; if {_label(top)} is your private CA, "
+                f"the chain ends at the root {self._label(top)}, which the trust store does not hold",
+                f"serve a chain to a root the clients trust; if {self._label(top)} is your private CA, "
                 "add it to the clients' trust store",
             )
         if self._anchor(profile) is None:
@@ -922,15 +961,15 @@ class _Analysis:
             if self._issuer_known(top) or _has_aia_issuer(top):
                 return _Diagnosis(
                     "incomplete-chain",
-                    f"the server does not send {issuer}, the issuer of {_label(top)}",
+                    f"the server does not send {issuer}, the issuer of {self._label(top)}",
                     f"add the intermediate {issuer} to the server's chain file after "
-                    f"{_label(top)}; browsers may fetch it themselves (AIA), other clients fail",
+                    f"{self._label(top)}; browsers may fetch it themselves (AIA), other clients fail",
                 )
             return _Diagnosis(
                 "untrusted",
-                f"{_label(top)} is issued by {issuer}, which the server does not send and no "
+                f"{self._label(top)} is issued by {issuer}, which the server does not send and no "
                 "trust store holds",
-                f"if {issuer} is an intermediate, serve it after {_label(top)}; if it is a private "
+                f"if {issuer} is an intermediate, serve it after {self._label(top)}; if it is a private "
                 "root, add it to the clients' trust store",
             )
         detail = error.removeprefix("validation failed: ").split(" (encountered")[0]
@@ -992,7 +1031,7 @@ class _Analysis:
         if sni is None and not names.covers(host):
             fix = (
                 "have the client connect by the hostname it means, and send it as SNI"
-                if ip_literal(host)
+                if _ip_literal(host)
                 else f"make the client send the SNI {host}"
             )
             return [finding(
@@ -1004,7 +1043,7 @@ class _Analysis:
             )]
         # By IP with a name in the SNI, the client checks that name; a CONNECT hostname
         # other than the SNI may be the name the client checks instead.
-        other_name = sni is not None and ip_literal(host) is None and not _same_host(sni, host)
+        other_name = sni is not None and _ip_literal(host) is None and not _same_host(sni, host)
         if other_name and not names.covers(host):
             return [finding(
                 "hostname-mismatch",
@@ -1017,9 +1056,9 @@ class _Analysis:
     def _path_certs(self, path: list[x509.Certificate]) -> list[_Positioned]:
         """The served walk and the validated path together: every certificate a client may use."""
         out: list[_Positioned] = [(i, self.served.certs[i]) for i in self.served.walk]
-        seen = {_fingerprint(c) for _, c in out}
+        seen = {self._fingerprint(c) for _, c in out}
         for cert in path:
-            fp = _fingerprint(cert)
+            fp = self._fingerprint(cert)
             if fp not in seen:
                 seen.add(fp)
                 out.append((self.served.index.get(fp), cert))
@@ -1028,11 +1067,11 @@ class _Analysis:
     def _weak(self, path: list[x509.Certificate], failing: set[str]) -> list[Finding]:
         out = []
         for position, cert in self._path_certs(path):
-            where = "the certificate" if position == 0 else _label(cert)
+            where = "the certificate" if position == 0 else self._label(cert)
             fix = (
                 "reissue the certificate"
                 if position == 0
-                else f"ask the CA for a current version of {_label(cert)}"
+                else f"ask the CA for a current version of {self._label(cert)}"
             )
             if not self._is_root(position) and _weak_signature(cert):
                 rejected = ", which modern clients reject" if "weak-signature" in failing else ""
@@ -1042,11 +1081,11 @@ class _Analysis:
                     f"{fix} with a SHA-256 signature and serve it in its place",
                     ERROR if rejected else None,
                 ))
-            if _weak_key(cert.public_key()):
+            if self._key(cert)[1]:
                 rejected = ", which modern clients reject" if "weak-key" in failing else ""
                 out.append(finding(
                     "weak-key",
-                    f"{where} has a {_key_text(cert.public_key())} key, below RSA 2048 / EC 256 "
+                    f"{where} has a {self._key(cert)[0]} key, below RSA 2048 / EC 256 "
                     f"bits{rejected}",
                     f"{fix} with an RSA 2048+ or EC P-256+ key",
                     ERROR if rejected else None,
@@ -1057,7 +1096,7 @@ class _Analysis:
         for i in self.served.walk[1:]:
             cert = self.served.certs[i]
             if cert.not_valid_after_utc < self.now:
-                label, day = _label(cert), _day(cert.not_valid_after_utc)
+                label, day = self._label(cert), _day(cert.not_valid_after_utc)
                 issuer = cert.issuer.rfc4514_string()
                 return [finding(
                     "expired-in-chain",
@@ -1077,8 +1116,8 @@ class _Analysis:
                 certs = self.served.certs
                 return [finding(
                     "wrong-order",
-                    f"the certificates are not sent in issuing order: {_label(certs[issuer])} "
-                    f"(#{issuer}) issues {_label(certs[child])} (#{child}) but is sent before it",
+                    f"the certificates are not sent in issuing order: {self._label(certs[issuer])} "
+                    f"(#{issuer}) issues {self._label(certs[child])} (#{child}) but is sent before it",
                     "order the server's chain file: the leaf first, then each certificate's issuer "
                     f"(served positions in path order: {' → '.join(f'#{i}' for i in walk)})",
                 )]
@@ -1090,7 +1129,7 @@ class _Analysis:
             if self.served.self_signed[i] and self._held_as_root(cert):
                 out.append(finding(
                     "contains-anchor",
-                    f"the server sends the root {_label(cert)} (certificate #{i}), which "
+                    f"the server sends the root {self._label(cert)} (certificate #{i}), which "
                     "clients already hold",
                     "remove the root from the server's chain file: clients use their own copy, "
                     "so it only adds bytes to every handshake",
@@ -1106,7 +1145,7 @@ class _Analysis:
         extra = [i for i in range(len(self.served.certs)) if i not in used]
         if not extra:
             return []
-        listed = ", ".join(f"#{i} {_label(self.served.certs[i])}" for i in extra[:LISTED])
+        listed = ", ".join(f"#{i} {self._label(self.served.certs[i])}" for i in extra[:LISTED])
         more = f" and {len(extra) - LISTED} more" if len(extra) > LISTED else ""
         return [finding(
             "extra-certs",
@@ -1127,11 +1166,11 @@ class _Analysis:
                 hint = f"renew the certificate for {self.target} before {_day(end)}"
             else:
                 message = (
-                    f"{_label(cert)} (certificate #{position}) expires on {_day(end)} "
+                    f"{self._label(cert)} (certificate #{position}) expires on {_day(end)} "
                     f"(in {days} days)"
                 )
                 hint = (
-                    f"get the CA's current intermediate and serve it in place of {_label(cert)} "
+                    f"get the CA's current intermediate and serve it in place of {self._label(cert)} "
                     f"before {_day(end)}"
                 )
             out.append(finding("expiring-soon", message, hint))
