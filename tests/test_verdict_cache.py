@@ -234,9 +234,11 @@ def test_kept_parts_are_bounded_in_bytes(corpus):
     known = KnownChains(trust, clients, max_bytes=200_000)
     for chain, host in chains.values():
         known.verify(chain, sni=host, connect_host=host, now=NOW_UTC)
+    known.settle()
     assert 0 < known.held_bytes <= 200_000 and len(known) < len(chains)
     small = KnownChains(trust, clients, max_bytes=1000)  # smaller than any part
     v = small.verify(chains["lab:good"][0], sni=HOST, connect_host=HOST, now=NOW_UTC)
+    small.settle()
     assert v.judged and len(small) == 0  # judged, not kept
 
 
@@ -247,9 +249,12 @@ def test_a_parts_weight_counts_what_it_holds(corpus):
     known = KnownChains(trust, clients)
     chain, host = chains["lab:good"]
     known.verify(chain, sni=host, connect_host=host, now=NOW_UTC)
+    assert known.held_bytes == 0  # weighed after the answer, by settle or the next verdict
+    known.settle()
     first = known.held_bytes
     assert first >= deep_size(chain)
     known.verify(chain, sni=host, connect_host=host, now=NOW_UTC + 4000 * DAY)
+    known.settle()
     assert known.held_bytes > first
 
 

@@ -205,6 +205,7 @@ class KnownChains:
         self._parts: LRUCache[bytes, _Part] = LRUCache(maxsize=max_bytes, getsizeof=_part_size)
         self.hits = 0
         self.misses = 0
+        self._pending: tuple[bytes, _Part] | None = None  # judged, not weighed yet
 
     @property
     def held_bytes(self) -> int:
@@ -217,6 +218,7 @@ class KnownChains:
     def verify(self, chain_der: list[bytes], *, sni: str | None, connect_host: str,
                now: dt.datetime, expiring_days: int = 30) -> ChainVerdict:
         """`verify_chain` with this object's profiles, the chain's part kept."""
+        self.settle()
         key = chain_digest(chain_der)
         part = self._parts.get(key)
         if part is None:
@@ -226,13 +228,23 @@ class KnownChains:
             self.hits += 1
         verdict = _Analysis(part, sni, connect_host, self.trust, self.clients, now,
                             expiring_days, remember=True).verdict()
-        if part.grew:  # new, or it remembered more: weighed again (deep_size is not free)
-            part.grew = False
-            try:
-                self._parts[key] = part
-            except ValueError:
-                pass  # larger than the whole budget: judged, not kept
+        if part.grew:  # new, or it remembered more: to be weighed again
+            self._pending = (key, part)
         return verdict
+
+    def settle(self) -> None:
+        """Weigh and keep the last verdict's part if it is new or grew: deep_size costs
+        ~0.3 ms, so the worker calls this after sending its answer (the next `verify`
+        does it otherwise)."""
+        if self._pending is None:
+            return
+        key, part = self._pending
+        self._pending = None
+        part.grew = False
+        try:
+            self._parts[key] = part
+        except ValueError:
+            pass  # larger than the whole budget: judged, not kept
 
 
 def _part_size(part: _Part) -> int:

@@ -270,6 +270,7 @@ def main() -> None:
         except Exception:  # a verdict bug: sent to the proxy, which logs it
             reply = ("error", traceback.format_exc())
         _write(out, pickle.dumps(reply))
+        known.settle()  # while the proxy reads the answer
 
 
 if __name__ == "__main__":
