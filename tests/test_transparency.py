@@ -14,6 +14,7 @@ import threading
 import pytest
 
 from inspector.lab.http1 import connect_tunnel
+from inspector.mitm.relay import HANDOVER_AFTER
 
 from .support import HOST
 
@@ -58,14 +59,18 @@ FAST_RELAYS = pytest.mark.parametrize("relay", [SPLICE, PROTOCOL], ids=["splice"
 
 
 def ping(client: socket.socket) -> None:
-    """One round trip first: the first byte decides a tunnel that is not TLS, and the
-    reply is read by the relay it was handed to, so what follows runs on that relay."""
-    client.sendall(b"ping")
+    """One round trip first: the first byte decides a tunnel that is not TLS, the ping's
+    HANDOVER_AFTER bytes get it handed over, and the reply is read by the relay it was
+    handed to, so what follows runs on that relay."""
+    client.sendall(bytes(HANDOVER_AFTER))
     assert client.recv(4) == b"pong"
 
 
 def pong(conn: socket.socket) -> None:
-    assert conn.recv(4) == b"ping"
+    left = HANDOVER_AFTER
+    while left > 0 and (data := conn.recv(left)):
+        left -= len(data)
+    assert left == 0
     conn.sendall(b"pong")
 
 
@@ -176,6 +181,7 @@ def test_a_server_reset_reaches_the_client_as_a_reset(start_proxy, relay):
     """The server resets the tunnel mid-conversation: the client sees a reset, as it
     would on a direct connection, not an ordinary end of stream."""
     def server(conn, out):
+        pong(conn)
         conn.sendall(b"hello")
         out["ack"] = conn.recv(3)
         _reset(conn)
@@ -183,6 +189,7 @@ def test_a_server_reset_reaches_the_client_as_a_reset(start_proxy, relay):
     srv = RawServer(server)
     p = start_proxy("--no-probe", *relay)
     with connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT) as client:
+        ping(client)
         assert client.recv(5) == b"hello"
         client.sendall(b"ack")
         with pytest.raises(ConnectionResetError):
@@ -194,6 +201,7 @@ def test_a_server_reset_reaches_the_client_as_a_reset(start_proxy, relay):
 def test_a_client_reset_reaches_the_server_as_a_reset(start_proxy, relay):
     """The client resets while the server waits for more: the server sees a reset."""
     def server(conn, out):
+        pong(conn)
         out["hi"] = conn.recv(2)
         conn.sendall(b"ok")
         try:
@@ -204,6 +212,7 @@ def test_a_client_reset_reaches_the_server_as_a_reset(start_proxy, relay):
     srv = RawServer(server)
     p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+    ping(client)
     client.sendall(b"hi")
     assert client.recv(2) == b"ok"
     _reset(client)
@@ -274,15 +283,17 @@ def test_sigint_with_open_tunnels_ends_quietly(start_proxy, echo_server):
         s.close()
 
 
-@pytest.mark.parametrize("fast,pump,expected", [
-    (True, "splice", {"splice": 1, "protocol": 0}),
-    (True, "protocol", {"splice": 0, "protocol": 1}),
-    (False, "splice", {"splice": 0, "protocol": 0}),
-], ids=["splice", "protocol", "layers"])
-def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, expected):
+@pytest.mark.parametrize("fast,pump,size,expected", [
+    (True, "splice", 8 << 20, {"splice": 1, "protocol": 0}),
+    (True, "protocol", 8 << 20, {"splice": 0, "protocol": 1}),
+    (False, "splice", 8 << 20, {"splice": 0, "protocol": 0}),
+    (True, "splice", HANDOVER_AFTER // 2, {"splice": 0, "protocol": 0}),
+], ids=["splice", "protocol", "layers", "short"])
+def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, expected):
     """The proxy in this process, so the test sees which relay carried the bytes: the
-    chosen relay takes a tunnel once its handshake is decided, unless switched off, and
-    a spliced tunnel gives its pipes back to the pool."""
+    chosen relay takes a tunnel once its handshake is decided and HANDOVER_AFTER bytes
+    went by (a short tunnel stays with mitmproxy: the hand-over would cost it more than
+    it saves), unless switched off; a spliced tunnel gives its pipes back to the pool."""
     import asyncio
 
     from inspector.mitm import splice
@@ -290,7 +301,7 @@ def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, expected):
     from inspector.mitm.embed import Proxy
     from inspector.mitm.relay import FastRelay, KernelRelay
 
-    payload = os.urandom(8 << 20)
+    payload = os.urandom(size)
 
     def server(conn, out):
         out["request"] = conn.recv(100)

@@ -12,7 +12,8 @@ meets EPIPE. A proxy that is there to explain failures must not cause one, so th
 layer ends each direction on its own, on the socket itself, exactly as a direct
 connection would.
 
-Once the handshake is decided and nothing is left to observe, the tunnel is handed
+Once the handshake is decided, nothing is left to observe and the tunnel has relayed
+HANDOVER_AFTER more bytes (a short tunnel is over before a hand-over pays), it is handed
 to `FastRelay`: the two sockets' asyncio transports get protocols that write what
 one reads straight into the other, with asyncio's own flow control. mitmproxy's
 per-chunk path (a reader task, the layer stack, a writer) is left out, and with it
@@ -75,6 +76,7 @@ class TunnelRelay(layer.Layer):
         self._closed = closed
         self._pump = pump  # hand the sockets to this relay once nothing is observed (None: never)
         self._handover_asked = False
+        self._unobserved = 0  # bytes relayed here since observation stopped
 
     def stop_observing(self) -> None:
         self._observe = self._side_closed = self._closed = None
@@ -104,8 +106,10 @@ class TunnelRelay(layer.Layer):
                 self._observe(from_client, event.data)
             yield commands.SendData(to, event.data)
             if self._observe is None and self._pump is not None and not self._handover_asked:
-                self._handover_asked = True
-                FastRelay.begin(self.context.client, self._handed_over, self._pump)
+                self._unobserved += len(event.data)
+                if self._unobserved >= HANDOVER_AFTER:
+                    self._handover_asked = True
+                    FastRelay.begin(self.context.client, self._handed_over, self._pump)
             return
         if self._side_closed is not None:
             self._side_closed(from_client)
@@ -139,6 +143,11 @@ class TunnelRelay(layer.Layer):
     @expect(events.DataReceived, events.ConnectionClosed)
     def done(self, _) -> layer.CommandGenerator[None]:
         yield from ()
+
+
+# A hand-over costs a short tunnel more than it saves (bench/bench_proxy.py throughput:
+# ~5% fewer tunnels/s when handed over at once); past this many bytes it pays.
+HANDOVER_AFTER = 256 << 10
 
 
 def _handler(client: Connection):
@@ -295,6 +304,11 @@ class FastRelay:
 
     @classmethod
     def _swap_when_idle(cls, pair, taken: Callable[[], None], pump: str, tries: int) -> None:
+        for io in pair:
+            # asyncio's StreamReader resumes a transport that it paused itself (its buffer
+            # was full) once mitmproxy reads: pause again, or bytes would slip past.
+            if io.writer.transport.is_reading():
+                io.writer.transport.pause_reading()
         # splice writes to the sockets themselves: nothing may wait in a transport's buffer
         empty = pump == "splice"
         if not all(_parked(io, empty) for io in pair):
