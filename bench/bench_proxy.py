@@ -465,20 +465,24 @@ def bulk(rounds: int, size: int) -> dict:
     return out
 
 
-def _idle_tunnel(proxy: int, port: int, ctx: ssl.SSLContext, connect_host: str) -> ssl.SSLSocket:
-    """CONNECT, TLS 1.3 handshake, one echoed round trip (the tunnel is decided and handed
-    to its relay), then left open."""
-    raw = connect_tunnel(proxy, connect_host, port)
-    tls = ctx.wrap_socket(raw, server_hostname=HOST)
-    tls.sendall(b"ping")
-    assert tls.recv(4) == b"ping"
+def _idle_tunnel(proxy: int, port: int, ctx: ssl.SSLContext, echo: int) -> ssl.SSLSocket:
+    """CONNECT, TLS 1.3 handshake, `echo` bytes sent and echoed back, then left open."""
+    tls = ctx.wrap_socket(connect_tunnel(proxy, "127.0.0.1", port), server_hostname=HOST)
+    tls.sendall(bytes(echo))
+    left = echo
+    while left > 0 and (data := tls.recv(left)):
+        left -= len(data)
+    assert left == 0
     return tls
 
 
 def idle_memory(work: Path, rounds: int, tunnels: int) -> dict:
     """RSS added per idle TLS tunnel: a fresh proxy, 20 tunnels opened and closed (warm
-    caches), RSS; `tunnels` idle tunnels opened, RSS again. mitmdump and each relay,
-    alternating round by round."""
+    caches), RSS; `tunnels` idle tunnels opened, RSS again. Twice: after a 4-byte echo
+    (no relay takes a tunnel that short) and after a HANDOVER_AFTER echo (the relay holds
+    it). mitmdump and each relay, alternating round by round."""
+    from inspector.mitm.relay import HANDOVER_AFTER
+
     root = make_cert("idle root", ca=True)
     leaf = make_cert(HOST, root, sans=(HOST,))
     (work / "idle-root.pem").write_bytes(root.pem)
@@ -489,33 +493,34 @@ def idle_memory(work: Path, rounds: int, tunnels: int) -> dict:
     up = upstream(work / "idle-leaf.pem", work / "idle-leaf.key", "echo")
     makers = {"mitmdump": mitmdump}
     makers |= {v: (lambda a=a: inspector("--no-probe", *a)) for v, a in RELAY_VARIANTS.items()}
-    per_tunnel: dict[str, list[float]] = {v: [] for v in makers}
+    echoes = {"kb_per_tunnel": 4, "kb_per_tunnel_handed_over": HANDOVER_AFTER}
+    per_tunnel = {v: {k: [] for k in echoes} for v in makers}
     try:
         for r in range(rounds):
             for v in _rotations(list(makers), r):
-                proc = makers[v]()
-                held: list[ssl.SSLSocket] = []
-                try:
-                    for _ in range(20):
-                        _idle_tunnel(proc.port, up.port, ctx, "127.0.0.1").close()
-                    time.sleep(0.5)  # the closed tunnels' teardown and records
-                    before = proc.rss_mb()
-                    held += [_idle_tunnel(proc.port, up.port, ctx, "127.0.0.1")
-                             for _ in range(tunnels)]
-                    time.sleep(0.5)
-                    per_tunnel[v].append((proc.rss_mb() - before) * 1024 / tunnels)
-                finally:
-                    for t in held:
-                        t.close()
-                    proc.stop()
+                for key, echo in echoes.items():
+                    proc = makers[v]()
+                    held: list[ssl.SSLSocket] = []
+                    try:
+                        for _ in range(20):
+                            _idle_tunnel(proc.port, up.port, ctx, echo).close()
+                        time.sleep(0.5)  # the closed tunnels' teardown and records
+                        before = proc.rss_mb()
+                        held += [_idle_tunnel(proc.port, up.port, ctx, echo) for _ in range(tunnels)]
+                        time.sleep(0.5)
+                        per_tunnel[v][key].append((proc.rss_mb() - before) * 1024 / tunnels)
+                    finally:
+                        for t in held:
+                            t.close()
+                        proc.stop()
     finally:
         up.stop()
-    out: dict = {v: {"kb_per_tunnel": statistics.median(x), "rounds_kb": x}
-                 for v, x in per_tunnel.items()}
+    out: dict = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in per_tunnel.items()}
     for v in RELAY_VARIANTS:
-        out[v]["vs_mitmdump"] = statistics.median(
-            i / m for i, m in zip(per_tunnel[v], per_tunnel["mitmdump"]))
-    out["tunnels"], out["rounds"] = tunnels, rounds
+        for k in echoes:
+            out[v][f"{k}_vs_mitmdump"] = statistics.median(
+                i / m for i, m in zip(per_tunnel[v][k], per_tunnel["mitmdump"][k]))
+    out["tunnels"], out["rounds"], out["rounds_kb"] = tunnels, rounds, per_tunnel
     return out
 
 
@@ -569,11 +574,13 @@ def table(res: dict) -> str:
                          for v in RELAY_VARIANTS))
     m = res.get("idle_memory")
     if m:
-        lines.append(f"memory per idle TLS tunnel ({m['tunnels']} tunnels, medians over "
-                     f"{m['rounds']} rounds; target within 10% of mitmdump): mitmdump "
-                     f"{m['mitmdump']['kb_per_tunnel']:.1f} KB; " + ", ".join(
-                         f"{v.removeprefix('inspector-')} {m[v]['kb_per_tunnel']:.1f} KB "
-                         f"({m[v]['vs_mitmdump']:.2f}x)" for v in RELAY_VARIANTS))
+        lines.append(f"memory per idle TLS tunnel, KB ({m['tunnels']} tunnels, medians over "
+                     f"{m['rounds']} rounds; target within 10% of mitmdump)")
+        for k, what in (("kb_per_tunnel", "after a 4-byte echo (not handed over)"),
+                        ("kb_per_tunnel_handed_over", "after a 256 KiB echo (handed over)")):
+            lines.append(f"  {what}: mitmdump {m['mitmdump'][k]:.1f}; " + ", ".join(
+                f"{v.removeprefix('inspector-')} {m[v][k]:.1f} ({m[v][f'{k}_vs_mitmdump']:.2f}x)"
+                for v in RELAY_VARIANTS))
     v = res["verdict"]
     lines.append(f"verdict cost: {v['us_per_chain_median']:.0f} us per chain median, "
                  f"{v['us_per_chain_max']:.0f} us max ({v['profiles']} profiles)")
