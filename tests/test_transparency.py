@@ -283,18 +283,23 @@ def test_sigint_with_open_tunnels_ends_quietly(start_proxy, echo_server):
         s.close()
 
 
-@pytest.mark.parametrize("fast,pump,size,expected", [
-    (True, "splice", 8 << 20, {"splice": 1, "protocol": 0}),
-    (True, "protocol", 8 << 20, {"splice": 0, "protocol": 1}),
-    (False, "splice", 8 << 20, {"splice": 0, "protocol": 0}),
-    (True, "splice", HANDOVER_AFTER // 2, {"splice": 0, "protocol": 0}),
-], ids=["splice", "protocol", "layers", "short"])
-def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, expected):
+@pytest.mark.parametrize("fast,pump,size,refused,expected", [
+    (True, "splice", 8 << 20, False, {"splice": 1, "protocol": 0}),
+    (True, "protocol", 8 << 20, False, {"splice": 0, "protocol": 1}),
+    (False, "splice", 8 << 20, False, {"splice": 0, "protocol": 0}),
+    (True, "splice", HANDOVER_AFTER // 2, False, {"splice": 0, "protocol": 0}),
+    (True, "splice", 8 << 20, True, {"splice": 1, "protocol": 1}),
+], ids=["splice", "protocol", "layers", "short", "splice-refused"])
+def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, refused, expected,
+                                                        monkeypatch):
     """The proxy in this process, so the test sees which relay carried the bytes: the
     chosen relay takes a tunnel once its handshake is decided and HANDOVER_AFTER bytes
     went by (a short tunnel stays with mitmproxy: the hand-over would cost it more than
-    it saves), unless switched off; a spliced tunnel gives its pipes back to the pool."""
+    it saves), unless switched off; a spliced tunnel gives its pipes back to the pool.
+    Where splice() refuses the sockets (EINVAL: no TCP socket here does, hence the
+    stand-in), the protocol relay carries the tunnel instead."""
     import asyncio
+    import errno
 
     from inspector.mitm import splice
     from inspector.mitm.addon import TunnelInspector
@@ -329,6 +334,10 @@ def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, expect
         return got, {"splice": KernelRelay.handed_over - before[0],
                      "protocol": FastRelay.handed_over - before[1]}
 
+    if refused:
+        def refuse(*_args, **_kwargs):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        monkeypatch.setattr(splice.os, "splice", refuse)
     made = splice.POOL.made
     got, handed_over = asyncio.run(run())
     assert got == payload

@@ -90,6 +90,7 @@ class _Direction:
         self.pipe: tuple[int, int] | None = None  # held while `pending` > 0
         self.pending = 0  # bytes in the pipe, not yet written to dst
         self.ended = False  # src sent its end, passed on to dst as a half-close
+        self.retry: asyncio.TimerHandle | None = None  # waiting for a pipe (no descriptors)
 
     def readable(self) -> None:
         for _ in range(BURST):
@@ -157,6 +158,9 @@ class _Direction:
         self.tunnel.direction_ended()
 
     def stop(self) -> None:
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
         loop = self.tunnel.loop
         loop.remove_reader(self.src.fileno())
         loop.remove_writer(self.dst.fileno())
@@ -185,7 +189,6 @@ class SpliceTunnel:
         self._done: Done | None = done
         self._dirs = (_Direction(self, a, b), _Direction(self, b, a))
         self.moved = False  # a byte went through: from now on, no other relay can take over
-        self._retry: asyncio.TimerHandle | None = None
         self.over = False
 
     def start(self) -> None:
@@ -201,7 +204,7 @@ class SpliceTunnel:
             self._end(UNSUPPORTED)
             return
         if e.errno in _UNSUPPORTED:
-            log.warning("splice failed mid-tunnel (%s): resetting both sides", e)
+            log.warning("splice failed mid-tunnel (%s): passed on as a reset", e)
         # reading: src failed (a reset), so dst gets one; writing: dst is gone, so src does
         other = d.dst if reading else d.src
         _set_reset(other)
@@ -210,10 +213,10 @@ class SpliceTunnel:
     def wait_for_pipe(self, d: _Direction, e: OSError) -> None:
         log.warning("no pipe for a splice relay (%s): retrying in %.2f s", e, PIPE_RETRY_S)
         self.loop.remove_reader(d.src.fileno())
-        self._retry = self.loop.call_later(PIPE_RETRY_S, self._pipe_retry, d)
+        d.retry = self.loop.call_later(PIPE_RETRY_S, self._pipe_retry, d)
 
     def _pipe_retry(self, d: _Direction) -> None:
-        self._retry = None
+        d.retry = None
         self.loop.add_reader(d.src.fileno(), d.readable)
 
     def stop(self) -> None:
@@ -226,9 +229,6 @@ class SpliceTunnel:
         if self.over:
             return
         self.over = True
-        if self._retry is not None:
-            self._retry.cancel()
-            self._retry = None
         for d in self._dirs:
             d.stop()
         for s in self._socks:
