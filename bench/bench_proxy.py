@@ -544,11 +544,12 @@ def table(res: dict) -> str:
     t = res["throughput"]
     lines = [
         "throughput (CONNECT + TLS 1.3 + one request; medians over rounds)",
-        f"  {'':10} {'seq t/s':>9} {'20x t/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5}",
+        f"  {'':18} {'seq t/s':>9} {'20x t/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5}",
     ]
     for v in ("direct", "mitmdump", "inspector", *(k for k in RELAY_VARIANTS if k in t)):
+        name = f"inspector ({t['inspector_relay']})" if v == "inspector" else v
         x = t[v]
-        lines.append(f"  {v:10} {x['seq_tps']:9.1f} {x['conc_tps']:9.1f} {x['p50_ms']:8.1f} "
+        lines.append(f"  {name:18} {x['seq_tps']:9.1f} {x['conc_tps']:9.1f} {x['p50_ms']:8.1f} "
                      f"{x['p99_ms']:8.1f} {x['failures']:5d}")
     lines.append(f"  inspector / mitmdump: sequential {t['ratio_inspector_vs_mitmdump_seq']:.3f}, "
                  f"20 at a time {t['ratio_inspector_vs_mitmdump_conc']:.3f}  (target >= 0.95)")

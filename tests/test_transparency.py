@@ -346,6 +346,39 @@ def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, refuse
     assert splice.POOL.idle == splice.POOL.made <= made + 2
 
 
+@pytest.mark.parametrize("pump", ["splice", "protocol"])
+def test_stopping_the_proxy_ends_a_handed_over_tunnel(pump):
+    """The proxy stops (in this process, which lives on) while a tunnel is with a fast
+    relay: both peers see the end at once, as when mitmproxy itself relays, and the
+    splice relay lets go of its descriptors and pipes."""
+    import asyncio
+
+    from inspector.mitm import splice
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+
+    def server(conn, out):
+        pong(conn)
+        out["after"] = read_to_eof(conn)
+
+    async def run() -> bytes:
+        srv = RawServer(server)
+        proxy = Proxy([TunnelInspector()], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                            "inspector_probe": False, "inspector_relay_pump": pump})
+        _, port = await proxy.start()
+        client = await asyncio.to_thread(connect_tunnel, port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+        try:
+            await asyncio.to_thread(ping, client)
+            await proxy.stop()
+            return await asyncio.wait_for(asyncio.to_thread(client.recv, 1), TIMEOUT)
+        finally:
+            client.close()
+            srv.join()
+
+    assert asyncio.run(run()) == b""
+    assert splice.POOL.idle == splice.POOL.made
+
+
 def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):
     """A CONNECT head sent in pieces, then the client goes: nothing was malformed, so
     no bad-connect; a malformed head still is one."""
