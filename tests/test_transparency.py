@@ -379,6 +379,52 @@ def test_stopping_the_proxy_ends_a_handed_over_tunnel(pump):
     assert splice.POOL.idle == splice.POOL.made
 
 
+@pytest.mark.parametrize("pump", ["splice", "protocol"])
+def test_a_client_that_stops_reading_stops_the_relay_not_the_cpu(pump):
+    """Back-pressure: while the client reads nothing, the relay waits for its socket to
+    take bytes (no busy loop: the process stays nearly idle for that second), and when
+    the client reads again every byte arrives in order."""
+    import asyncio
+    import time
+
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+
+    payload = os.urandom(64 << 20)
+
+    def server(conn, out):
+        pong(conn)
+        conn.sendall(payload)
+
+    def client(port: int, srv_port: int) -> tuple[float, str]:
+        with connect_tunnel(port, "127.0.0.1", srv_port, timeout=TIMEOUT) as c:
+            ping(c)
+            first = c.recv(1 << 16)
+            cpu0 = time.process_time()
+            threading.Event().wait(1.0)  # a reader that stalls on purpose: no event to await
+            spent = time.process_time() - cpu0
+            h, got = hashlib.sha256(first), len(first)
+            while got < len(payload) and (chunk := c.recv(1 << 20)):
+                h.update(chunk)
+                got += len(chunk)
+            return spent, h.hexdigest()
+
+    async def run() -> tuple[float, str]:
+        srv = RawServer(server)
+        proxy = Proxy([TunnelInspector()], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                            "inspector_probe": False, "inspector_relay_pump": pump})
+        _, port = await proxy.start()
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(client, port, srv.port), TIMEOUT)
+        finally:
+            await proxy.stop()
+            srv.join()
+
+    spent, digest = asyncio.run(run())
+    assert digest == hashlib.sha256(payload).hexdigest()
+    assert spent < 0.3, f"{spent:.2f} s of CPU in a second when nothing could move"
+
+
 def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):
     """A CONNECT head sent in pieces, then the client goes: nothing was malformed, so
     no bad-connect; a malformed head still is one."""
