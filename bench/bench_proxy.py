@@ -454,7 +454,8 @@ def bulk(rounds: int, size: int) -> dict:
             if proc is not None:
                 proc.stop()
         srv.sock.close()
-    out: dict = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in res.items()}
+    out: dict = {v: {k: statistics.median(x) for k, x in r.items()} | {"per_round": r}
+                 for v, r in res.items()}
     for v in RELAY_VARIANTS:
         for kind in ("down", "up", "par8"):
             out[v][f"vs_mitmdump_{kind}"] = statistics.median(
