@@ -5,8 +5,12 @@
 
 1. throughput: tunnels/s and p50/p99 tunnel time (CONNECT + TLS 1.3 handshake + one
    request) with no proxy, through bare `mitmdump --set ignore_hosts=.*`, and through
-   `tunnel-inspector --headless`, sequential and 20 at a time; the variants alternate
+   `tunnel-inspector --headless` (its default relay, and the other relays: short tunnels
+   must not pay for a hand-over), sequential and 20 at a time; the variants alternate
    round by round so machine drift hits all of them alike. Ratios are per round.
+   bulk: MB/s through one tunnel after the handshake (download, upload, 8 parallel) and
+   the proxy's CPU s/GB: direct, mitmdump, and each relay (splice, protocol, layers).
+   idle memory: RSS added per idle TLS tunnel, mitmdump and each relay.
 2. verdict: the chain verdict's cost per chain (all profiles), from the chain lab.
 3. cache: 1,000 tunnels over 10 hosts judged at once -> probes actually made.
 4. load: 10,000 tunnels (50 at a time) to good and broken hosts through one
@@ -46,6 +50,7 @@ from inspector.lab.http1 import connect_tunnel  # noqa: E402
 from inspector.lab.pki import DAY, NOW, make_cert  # noqa: E402
 from inspector.lab.server import TLSServer  # noqa: E402
 from inspector.observe.wire import ClientHello  # noqa: E402
+from inspector.options import relay_pump  # noqa: E402
 from inspector.records.record import Tunnel  # noqa: E402
 
 HOST = "bench.lab.test"
@@ -98,8 +103,8 @@ def _wait_listening(port: int) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def upstream(cert: Path, key: Path) -> Proc:
-    p = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(cert), str(key)],
+def upstream(cert: Path, key: Path, mode: str = "http") -> Proc:
+    p = subprocess.Popen([sys.executable, str(HERE / "upstream.py"), str(cert), str(key), mode],
                          stdout=subprocess.PIPE, text=True)
     port = int(p.stdout.readline())
     proc = Proc.__new__(Proc)
@@ -118,6 +123,19 @@ def inspector(*args: str) -> Proc:
     port = _free_port()
     return Proc([sys.executable, "-m", "inspector.cli", "--headless", "--listen-port", str(port),
                  *args], port)
+
+
+# The inspector's relays after the handshake, side by side (--relay-pump, --no-fast-relay)
+RELAY_VARIANTS = {"inspector-splice": ("--relay-pump", "splice"),
+                  "inspector-protocol": ("--relay-pump", "protocol"),
+                  "inspector-layers": ("--no-fast-relay",)}
+DEFAULT_RELAY = relay_pump(True, "auto")  # what a plain `tunnel-inspector` relays with
+
+
+def _rotations(names: list[str], r: int) -> list[str]:
+    """Round r's order: each variant goes first in turn, so drift hits all alike."""
+    k = r % len(names)
+    return names[k:] + names[:k]
 
 
 # --- clients -----------------------------------------------------------------------------
@@ -186,20 +204,23 @@ def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> d
     md = mitmdump()
     ti = inspector("--trust", str(work / "root.pem"), "--connect-to", mapping,
                    "--jsonl", str(work / "throughput.jsonl"))
+    # short tunnels on the other relays: the default's hand-over must not cost them
+    others = {v: inspector("--trust", str(work / "root.pem"), "--connect-to", mapping, *args)
+              for v, args in RELAY_VARIANTS.items() if v != f"inspector-{DEFAULT_RELAY}"}
     # mitmdump has no --connect-to: it reaches the upstream by address, with the same SNI
     variants = {
         "direct": lambda i: one_tunnel(None, up.port, ctx, HOST),
         "mitmdump": lambda i: one_tunnel(md.port, up.port, ctx, HOST, "127.0.0.1"),
         "inspector": lambda i: one_tunnel(ti.port, up.port, ctx, HOST),
     }
+    variants |= {v: (lambda i, p=p.port: one_tunnel(p, up.port, ctx, HOST)) for v, p in others.items()}
     results = {v: {"seq": [], "conc": [], "lat": [], "failures": 0} for v in variants}
     try:
         for v, make in variants.items():  # warm-up: caches, first probe, page cache
             asyncio.run(run_many(20, 5, make))
         names = list(variants)
         for r in range(rounds):
-            order = names[r % 3:] + names[: r % 3]
-            for v in order:
+            for v in _rotations(names, r):
                 rate, lat, fail = asyncio.run(run_many(seq, 1, variants[v]))
                 results[v]["seq"].append(rate)
                 results[v]["lat"] += lat
@@ -209,9 +230,9 @@ def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> d
                 results[v]["lat"] += lat
                 results[v]["failures"] += fail
     finally:
-        for p in (ti, md, up):
+        for p in (ti, md, up, *others.values()):
             p.stop()
-    out = {}
+    out: dict = {"inspector_relay": DEFAULT_RELAY}
     for v, res in results.items():
         out[v] = {
             "seq_tps": statistics.median(res["seq"]),
@@ -224,6 +245,9 @@ def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> d
         per_round = [i / m for i, m in zip(results["inspector"][mode], results["mitmdump"][mode])]
         out[f"ratio_inspector_vs_mitmdump_{mode}"] = statistics.median(per_round)
         out[f"ratio_inspector_vs_mitmdump_{mode}_rounds"] = per_round
+        for v in others:
+            out[f"ratio_inspector_vs_{v}_{mode}"] = statistics.median(
+                i / o for i, o in zip(results["inspector"][mode], results[v][mode]))
     out["rounds"] = rounds
     return out
 
@@ -497,18 +521,21 @@ def _cpu_s(proc: Proc | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+
+
 def bulk(rounds: int, size: int) -> dict:
     """MB/s through one tunnel (download, upload) and 8 parallel downloads, and the
-    proxy's CPU seconds per GB; variants alternate round by round."""
+    proxy's CPU seconds per GB, for each relay; variants alternate round by round."""
     import concurrent.futures
 
     srv = _BulkServer()
-    procs = {"direct": None, "mitmdump": mitmdump(), "inspector": inspector("--no-probe"),
-             "inspector-layers": inspector("--no-probe", "--no-fast-relay")}
+    procs: dict[str, Proc | None] = {"direct": None, "mitmdump": mitmdump()}
+    procs |= {v: inspector("--no-probe", *args) for v, args in RELAY_VARIANTS.items()}
     res = {v: {"down": [], "up": [], "par8": [], "cpu_s_per_gb": []} for v in procs}
     try:
-        for _ in range(rounds):
-            for v, proc in procs.items():
+        for r in range(rounds):
+            for v in _rotations(list(procs), r):
+                proc = procs[v]
                 port = None if proc is None else proc.port
                 cpu0, moved = _cpu_s(proc), 0
                 for kind, n, up in (("down", 1, False), ("up", 1, True), ("par8", 8, False)):
@@ -524,13 +551,74 @@ def bulk(rounds: int, size: int) -> dict:
             if proc is not None:
                 proc.stop()
         srv.sock.close()
-    out = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in res.items()}
-    for kind in ("down", "up", "par8"):
-        out[f"ratio_inspector_vs_mitmdump_{kind}"] = statistics.median(
-            i / m for i, m in zip(res["inspector"][kind], res["mitmdump"][kind]))
-        out[f"ratio_inspector_vs_direct_{kind}"] = statistics.median(
-            i / d for i, d in zip(res["inspector"][kind], res["direct"][kind]))
+    out: dict = {v: {k: statistics.median(x) for k, x in r.items()} | {"per_round": r}
+                 for v, r in res.items()}
+    for v in RELAY_VARIANTS:
+        for kind in ("down", "up", "par8"):
+            out[v][f"vs_mitmdump_{kind}"] = statistics.median(
+                i / m for i, m in zip(res[v][kind], res["mitmdump"][kind]))
+            out[v][f"vs_direct_{kind}"] = statistics.median(
+                i / d for i, d in zip(res[v][kind], res["direct"][kind]))
     out["rounds"], out["mb_per_transfer"] = rounds, size / 1e6
+    return out
+
+
+def _idle_tunnel(proxy: int, port: int, ctx: ssl.SSLContext, echo: int) -> ssl.SSLSocket:
+    """CONNECT, TLS 1.3 handshake, `echo` bytes sent and echoed back, then left open."""
+    tls = ctx.wrap_socket(connect_tunnel(proxy, "127.0.0.1", port), server_hostname=HOST)
+    tls.sendall(bytes(echo))
+    left = echo
+    while left > 0 and (data := tls.recv(left)):
+        left -= len(data)
+    assert left == 0
+    return tls
+
+
+def idle_memory(work: Path, rounds: int, tunnels: int) -> dict:
+    """RSS added per idle TLS tunnel: a fresh proxy, 20 tunnels opened and closed (warm
+    caches), RSS; `tunnels` idle tunnels opened, RSS again. Twice: after a 4-byte echo
+    (no relay takes a tunnel that short) and after a HANDOVER_AFTER echo (the relay holds
+    it). mitmdump and each relay, alternating round by round."""
+    from inspector.mitm.relay import HANDOVER_AFTER
+
+    root = make_cert("idle root", ca=True)
+    leaf = make_cert(HOST, root, sans=(HOST,))
+    (work / "idle-root.pem").write_bytes(root.pem)
+    (work / "idle-leaf.pem").write_bytes(leaf.pem)
+    (work / "idle-leaf.key").write_bytes(leaf.key_pem)
+    ctx = ssl.create_default_context(cafile=str(work / "idle-root.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    up = upstream(work / "idle-leaf.pem", work / "idle-leaf.key", "echo")
+    makers = {"mitmdump": mitmdump}
+    makers |= {v: (lambda a=a: inspector("--no-probe", *a)) for v, a in RELAY_VARIANTS.items()}
+    echoes = {"kb_per_tunnel": 4, "kb_per_tunnel_handed_over": HANDOVER_AFTER}
+    per_tunnel = {v: {k: [] for k in echoes} for v in makers}
+    try:
+        for r in range(rounds):
+            for v in _rotations(list(makers), r):
+                for key, echo in echoes.items():
+                    proc = makers[v]()
+                    held: list[ssl.SSLSocket] = []
+                    try:
+                        for _ in range(20):
+                            _idle_tunnel(proc.port, up.port, ctx, echo).close()
+                        time.sleep(0.5)  # the closed tunnels' teardown and records
+                        before = proc.rss_mb()
+                        held += [_idle_tunnel(proc.port, up.port, ctx, echo) for _ in range(tunnels)]
+                        time.sleep(0.5)
+                        per_tunnel[v][key].append((proc.rss_mb() - before) * 1024 / tunnels)
+                    finally:
+                        for t in held:
+                            t.close()
+                        proc.stop()
+    finally:
+        up.stop()
+    out: dict = {v: {k: statistics.median(x) for k, x in r.items()} for v, r in per_tunnel.items()}
+    for v in RELAY_VARIANTS:
+        for k in echoes:
+            out[v][f"{k}_vs_mitmdump"] = statistics.median(
+                i / m for i, m in zip(per_tunnel[v][k], per_tunnel["mitmdump"][k]))
+    out["tunnels"], out["rounds"], out["rounds_kb"] = tunnels, rounds, per_tunnel
     return out
 
 
@@ -569,27 +657,44 @@ def table(res: dict) -> str:
     t = res["throughput"]
     lines = [
         "throughput (CONNECT + TLS 1.3 + one request; medians over rounds)",
-        f"  {'':10} {'seq t/s':>9} {'20x t/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5}",
+        f"  {'':18} {'seq t/s':>9} {'20x t/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'fail':>5}",
     ]
-    for v in ("direct", "mitmdump", "inspector"):
+    for v in ("direct", "mitmdump", "inspector", *(k for k in RELAY_VARIANTS if k in t)):
+        name = f"inspector ({t['inspector_relay']})" if v == "inspector" else v
         x = t[v]
-        lines.append(f"  {v:10} {x['seq_tps']:9.1f} {x['conc_tps']:9.1f} {x['p50_ms']:8.1f} "
+        lines.append(f"  {name:18} {x['seq_tps']:9.1f} {x['conc_tps']:9.1f} {x['p50_ms']:8.1f} "
                      f"{x['p99_ms']:8.1f} {x['failures']:5d}")
     lines.append(f"  inspector / mitmdump: sequential {t['ratio_inspector_vs_mitmdump_seq']:.3f}, "
                  f"20 at a time {t['ratio_inspector_vs_mitmdump_conc']:.3f}  (target >= 0.95)")
+    for v in (k for k in RELAY_VARIANTS if k in t):
+        lines.append(f"  inspector ({t.get('inspector_relay')}) / {v}: sequential "
+                     f"{t[f'ratio_inspector_vs_{v}_seq']:.3f}, 20 at a time "
+                     f"{t[f'ratio_inspector_vs_{v}_conc']:.3f}  (target >= 1 within noise)")
     b = res.get("bulk")
     if b:
         lines.append(f"bulk relay after the handshake (MB/s, medians over {b['rounds']} rounds of "
-                     f"{b['mb_per_transfer']:.0f} MB; proxy CPU s per GB)")
-        lines.append(f"  {'':17} {'download':>9} {'upload':>9} {'8 parallel':>11} {'CPU s/GB':>9}")
-        for name in ("direct", "mitmdump", "inspector", "inspector-layers"):
+                     f"{b['mb_per_transfer']:.0f} MB; proxy CPU s per GB; x = / mitmdump)")
+        lines.append(f"  {'':19} {'download':>14} {'upload':>14} {'8 parallel':>14} {'CPU s/GB':>9}")
+        for name in ("direct", "mitmdump", *RELAY_VARIANTS):
             x = b[name]
-            lines.append(f"  {name:17} {x['down']:9.0f} {x['up']:9.0f} {x['par8']:11.0f} "
+            cells = [f"{x[k]:6.0f}" + (f" {x[f'vs_mitmdump_{k}']:5.2f}x" if name in RELAY_VARIANTS
+                                       else " " * 7) for k in ("down", "up", "par8")]
+            lines.append(f"  {name:19} {cells[0]:>14} {cells[1]:>14} {cells[2]:>14} "
                          f"{x['cpu_s_per_gb']:9.2f}")
-        lines.append("  inspector / mitmdump: " + ", ".join(
-            f"{k} {b[f'ratio_inspector_vs_mitmdump_{k}']:.2f}" for k in ("down", "up", "par8"))
-            + " (target >= 2); / direct: " + ", ".join(
-            f"{k} {b[f'ratio_inspector_vs_direct_{k}']:.2f}" for k in ("down", "up", "par8")))
+        lines.append("  targets: >= 2x mitmdump on all three, CPU <= 0.5 s/GB; default relay: "
+                     f"{DEFAULT_RELAY}; / direct: " + ", ".join(
+                         f"{v.removeprefix('inspector-')} " + "/".join(
+                             f"{b[v][f'vs_direct_{k}']:.2f}" for k in ("down", "up", "par8"))
+                         for v in RELAY_VARIANTS))
+    m = res.get("idle_memory")
+    if m:
+        lines.append(f"memory per idle TLS tunnel, KB ({m['tunnels']} tunnels, medians over "
+                     f"{m['rounds']} rounds; target within 10% of mitmdump)")
+        for k, what in (("kb_per_tunnel", "after a 4-byte echo (not handed over)"),
+                        ("kb_per_tunnel_handed_over", "after a 256 KiB echo (handed over)")):
+            lines.append(f"  {what}: mitmdump {m['mitmdump'][k]:.1f}; " + ", ".join(
+                f"{v.removeprefix('inspector-')} {m[v][k]:.1f} ({m[v][f'{k}_vs_mitmdump']:.2f}x)"
+                for v in RELAY_VARIANTS))
     lines += verdict_lines(res["verdict"])
     c = res["cache"]
     lines.append(f"cache: {c['tunnels']} tunnels over {c['hosts']} hosts -> {c['probes']} probes "
@@ -622,6 +727,7 @@ def main() -> int:
         res["throughput"] = throughput(work, rounds=3 if q else 6, seq=40 if q else 100,
                                        conc=100 if q else 300, parallel=20)
         res["bulk"] = bulk(rounds=3 if q else 5, size=(256 if q else 1024) << 20)
+        res["idle_memory"] = idle_memory(work, rounds=2 if q else 3, tunnels=500)
         res["verdict"] = verdict_cost(work, repeat=5 if q else 30)
         res["cache"] = cache_effect(work, tunnels=1000, hosts=10)
         res["load"] = load(work, total=2000 if q else 10000, parallel=50)

@@ -9,6 +9,8 @@ and a failed check into an OptionsError; the CLI into an argument and one senten
 from __future__ import annotations
 
 import math
+import os
+import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,32 @@ def _connect_to(value: Sequence[str]) -> str | None:
     except ConnectToError as e:
         return str(e)
     return None
+
+
+RELAY_PUMPS = ("auto", "splice", "protocol")
+
+
+def _relay_pump(value: str) -> str | None:
+    if value not in RELAY_PUMPS:
+        return f"takes {', '.join(RELAY_PUMPS)}, not {value!r}"
+    if value == "splice" and not splice_available():
+        return "splice needs Linux (os.splice)"
+    return None
+
+
+def splice_available() -> bool:
+    """os.splice exists: Linux with Python >= 3.10."""
+    return sys.platform == "linux" and hasattr(os, "splice")
+
+
+def relay_pump(fast_relay: bool, pump: str) -> str | None:
+    """The relay a decided tunnel is handed to: "splice", "protocol", or None (mitmproxy's
+    layers all the way, --no-fast-relay)."""
+    if not fast_relay:
+        return None
+    if pump == "auto":
+        return "splice" if splice_available() else "protocol"
+    return pump
 
 
 def _some_trust(value: Sequence[str]) -> str | None:
@@ -117,6 +145,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("fast_relay", bool, True,
            "once a handshake is decided, relay the tunnel's sockets directly instead of "
            "through mitmproxy's layers (same bytes and half-closes; faster); off: for comparison"),
+    Option("relay_pump", str, "auto",
+           "how the fast relay moves bytes: splice (in the kernel, through pooled pipes; "
+           "Linux), protocol (asyncio protocols), auto (splice where available; default)",
+           _relay_pump, metavar="|".join(RELAY_PUMPS)),
     Option("log_lines", bool, False,
            "log one line per tunnel through mitmproxy's log (for mitmdump -s)", cli=False),
 )

@@ -55,6 +55,12 @@ def test_only_the_relay_module_names_mitmproxy_internals():
     assert offenders == []
 
 
+def test_the_splice_pump_is_pure_sockets():
+    """The kernel relay's pump works on plain sockets: mitmproxy's internals stay in relay.py."""
+    roots = {m.split(".")[0] for m in _imports(MODULES["inspector.mitm.splice"])}
+    assert "mitmproxy" not in roots
+
+
 @pytest.mark.parametrize("package", ["inspector.observe", "inspector.findings.codes"])
 def test_pure_packages_import_no_io_framework(package):
     banned = {"mitmproxy", "textual", "asyncio", "OpenSSL", "socket"}

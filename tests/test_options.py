@@ -18,6 +18,7 @@ CASES = {
     "probe_timeout": (["0", "-0.1", "nan"], ["5"]),
     "expiring_days": (["-5"], ["0", "30"]),
     "connect_to": (["a", "a:1:b"], ["a.test:443:127.0.0.1:8443"]),
+    "relay_pump": (["kernel", "", "Splice"], ["auto", "splice", "protocol"]),
 }
 
 
@@ -59,3 +60,11 @@ def test_cli_flags_come_from_the_table():
     usage = cli.build_parser().format_help()
     assert all(o.flag in usage for o in OPTIONS if o.cli)
     assert "--log-lines" not in usage  # mitmdump -s only
+
+
+def test_the_relay_a_decided_tunnel_gets():
+    from inspector.options import relay_pump, splice_available
+
+    assert relay_pump(False, "splice") is None  # --no-fast-relay wins
+    assert relay_pump(True, "protocol") == "protocol"
+    assert relay_pump(True, "auto") == ("splice" if splice_available() else "protocol")

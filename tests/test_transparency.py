@@ -8,11 +8,13 @@ import hashlib
 import os
 import socket
 import ssl
+import struct
 import threading
 
 import pytest
 
 from inspector.lab.http1 import connect_tunnel
+from inspector.mitm.relay import HANDOVER_AFTER
 
 from .support import HOST
 
@@ -48,9 +50,28 @@ class RawServer:
         return self.result
 
 
-# Each relay path: the direct hand-over once a handshake is decided (the default), and
-# mitmproxy's layers all the way (--no-fast-relay).
-RELAYS = pytest.mark.parametrize("relay", [(), ("--no-fast-relay",)], ids=["fast", "layers"])
+# Each relay path once a handshake is decided: splice in the kernel, our asyncio
+# protocols, and mitmproxy's layers all the way (--no-fast-relay).
+SPLICE, PROTOCOL, LAYERS = ("--relay-pump", "splice"), ("--relay-pump", "protocol"), ("--no-fast-relay",)
+RELAYS = pytest.mark.parametrize("relay", [SPLICE, PROTOCOL, LAYERS], ids=["splice", "protocol", "layers"])
+# mitmproxy's layers see a reset as an ordinary end of stream: only our relays pass one on
+FAST_RELAYS = pytest.mark.parametrize("relay", [SPLICE, PROTOCOL], ids=["splice", "protocol"])
+
+
+def ping(client: socket.socket) -> None:
+    """One round trip first: the first byte decides a tunnel that is not TLS, the ping's
+    HANDOVER_AFTER bytes get it handed over, and the reply is read by the relay it was
+    handed to, so what follows runs on that relay."""
+    client.sendall(bytes(HANDOVER_AFTER))
+    assert client.recv(4) == b"pong"
+
+
+def pong(conn: socket.socket) -> None:
+    left = HANDOVER_AFTER
+    while left > 0 and (data := conn.recv(left)):
+        left -= len(data)
+    assert left == 0
+    conn.sendall(b"pong")
 
 
 def read_to_eof(sock: socket.socket) -> bytes:
@@ -75,6 +96,7 @@ def test_client_half_close_still_gets_the_reply(start_proxy, relay):
     reply = os.urandom(1 << 20)
 
     def server(conn, out):
+        pong(conn)
         out["request"] = read_to_eof(conn)
         out["sent"] = conn.sendall(reply) is None
 
@@ -82,6 +104,7 @@ def test_client_half_close_still_gets_the_reply(start_proxy, relay):
     p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
     with client:
+        ping(client)
         client.sendall(b"the whole request")
         client.shutdown(socket.SHUT_WR)
         got = read_to_eof(client)
@@ -98,6 +121,7 @@ def test_server_half_close_lets_the_client_keep_sending(start_proxy, relay):
     upload = os.urandom(1 << 20)
 
     def server(conn, out):
+        pong(conn)
         conn.sendall(b"greeting, then my side is done")
         conn.shutdown(socket.SHUT_WR)
         out["upload"] = read_to_eof(conn)
@@ -106,6 +130,7 @@ def test_server_half_close_lets_the_client_keep_sending(start_proxy, relay):
     p = start_proxy("--no-probe", *relay)
     client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
     with client:
+        ping(client)
         greeting = read_to_eof(client)  # the server's FIN arrives as EOF, the tunnel stays
         client.sendall(upload)
         client.shutdown(socket.SHUT_WR)
@@ -143,6 +168,55 @@ def test_100_mib_both_ways_ending_in_half_closes(start_proxy, relay):
         t.join(TIMEOUT)
     assert received == (sent, size)
     assert srv.join().get("received") == (sent, size)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with linger 0: the peer gets a RST, not a FIN."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@FAST_RELAYS
+def test_a_server_reset_reaches_the_client_as_a_reset(start_proxy, relay):
+    """The server resets the tunnel mid-conversation: the client sees a reset, as it
+    would on a direct connection, not an ordinary end of stream."""
+    def server(conn, out):
+        pong(conn)
+        conn.sendall(b"hello")
+        out["ack"] = conn.recv(3)
+        _reset(conn)
+
+    srv = RawServer(server)
+    p = start_proxy("--no-probe", *relay)
+    with connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT) as client:
+        ping(client)
+        assert client.recv(5) == b"hello"
+        client.sendall(b"ack")
+        with pytest.raises(ConnectionResetError):
+            client.recv(100)
+    assert srv.join().get("ack") == b"ack"
+
+
+@FAST_RELAYS
+def test_a_client_reset_reaches_the_server_as_a_reset(start_proxy, relay):
+    """The client resets while the server waits for more: the server sees a reset."""
+    def server(conn, out):
+        pong(conn)
+        out["hi"] = conn.recv(2)
+        conn.sendall(b"ok")
+        try:
+            out["then"] = conn.recv(100)
+        except ConnectionResetError:
+            out["then"] = "reset"
+
+    srv = RawServer(server)
+    p = start_proxy("--no-probe", *relay)
+    client = connect_tunnel(p.port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+    ping(client)
+    client.sendall(b"hi")
+    assert client.recv(2) == b"ok"
+    _reset(client)
+    assert srv.join() == {"hi": b"hi", "then": "reset"}
 
 
 def test_a_client_hello_after_the_handshake_timeout_still_reaches_the_server(
@@ -209,29 +283,43 @@ def test_sigint_with_open_tunnels_ends_quietly(start_proxy, echo_server):
         s.close()
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
+@pytest.mark.parametrize("fast,pump,size,refused,expected", [
+    (True, "splice", 8 << 20, False, {"splice": 1, "protocol": 0}),
+    (True, "protocol", 8 << 20, False, {"splice": 0, "protocol": 1}),
+    (False, "splice", 8 << 20, False, {"splice": 0, "protocol": 0}),
+    (True, "splice", HANDOVER_AFTER // 2, False, {"splice": 0, "protocol": 0}),
+    (True, "splice", 8 << 20, True, {"splice": 1, "protocol": 1}),
+], ids=["splice", "protocol", "layers", "short", "splice-refused"])
+def test_a_decided_tunnel_is_handed_to_the_chosen_relay(fast, pump, size, refused, expected,
+                                                        monkeypatch):
     """The proxy in this process, so the test sees which relay carried the bytes: the
-    fast relay takes a tunnel once its handshake is decided, unless switched off."""
+    chosen relay takes a tunnel once its handshake is decided and HANDOVER_AFTER bytes
+    went by (a short tunnel stays with mitmproxy: the hand-over would cost it more than
+    it saves), unless switched off; a spliced tunnel gives its pipes back to the pool.
+    Where splice() refuses the sockets (EINVAL: no TCP socket here does, hence the
+    stand-in), the protocol relay carries the tunnel instead."""
     import asyncio
+    import errno
 
+    from inspector.mitm import splice
     from inspector.mitm.addon import TunnelInspector
     from inspector.mitm.embed import Proxy
-    from inspector.mitm.relay import FastRelay
+    from inspector.mitm.relay import FastRelay, KernelRelay
 
-    payload = os.urandom(8 << 20)
+    payload = os.urandom(size)
 
     def server(conn, out):
         out["request"] = conn.recv(100)
         conn.sendall(payload)
 
-    async def run() -> tuple[bytes, int]:
+    async def run() -> tuple[bytes, dict]:
         srv = RawServer(server)
         addon = TunnelInspector()
         proxy = Proxy([addon], {"listen_host": "127.0.0.1", "listen_port": 0,
-                                "inspector_probe": False, "inspector_fast_relay": fast})
+                                "inspector_probe": False, "inspector_fast_relay": fast,
+                                "inspector_relay_pump": pump})
         _, port = await proxy.start()
-        before = FastRelay.handed_over
+        before = KernelRelay.handed_over, FastRelay.handed_over
 
         def client() -> bytes:
             with connect_tunnel(port, "127.0.0.1", srv.port, timeout=TIMEOUT) as c:
@@ -243,11 +331,98 @@ def test_a_decided_tunnel_is_handed_to_the_fast_relay(fast):
         finally:
             await proxy.stop()
         srv.join()
-        return got, FastRelay.handed_over - before
+        return got, {"splice": KernelRelay.handed_over - before[0],
+                     "protocol": FastRelay.handed_over - before[1]}
 
+    if refused:
+        def refuse(*_args, **_kwargs):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        monkeypatch.setattr(splice.os, "splice", refuse)
+    made = splice.POOL.made
     got, handed_over = asyncio.run(run())
     assert got == payload
-    assert handed_over == (1 if fast else 0)
+    assert handed_over == expected
+    # every pipe taken was given back (none in flight at the end), and few were made
+    assert splice.POOL.idle == splice.POOL.made <= made + 2
+
+
+@pytest.mark.parametrize("pump", ["splice", "protocol"])
+def test_stopping_the_proxy_ends_a_handed_over_tunnel(pump):
+    """The proxy stops (in this process, which lives on) while a tunnel is with a fast
+    relay: both peers see the end at once, as when mitmproxy itself relays, and the
+    splice relay lets go of its descriptors and pipes."""
+    import asyncio
+
+    from inspector.mitm import splice
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+
+    def server(conn, out):
+        pong(conn)
+        out["after"] = read_to_eof(conn)
+
+    async def run() -> bytes:
+        srv = RawServer(server)
+        proxy = Proxy([TunnelInspector()], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                            "inspector_probe": False, "inspector_relay_pump": pump})
+        _, port = await proxy.start()
+        client = await asyncio.to_thread(connect_tunnel, port, "127.0.0.1", srv.port, timeout=TIMEOUT)
+        try:
+            await asyncio.to_thread(ping, client)
+            await proxy.stop()
+            return await asyncio.wait_for(asyncio.to_thread(client.recv, 1), TIMEOUT)
+        finally:
+            client.close()
+            srv.join()
+
+    assert asyncio.run(run()) == b""
+    assert splice.POOL.idle == splice.POOL.made
+
+
+@pytest.mark.parametrize("pump", ["splice", "protocol"])
+def test_a_client_that_stops_reading_stops_the_relay_not_the_cpu(pump):
+    """Back-pressure: while the client reads nothing, the relay waits for its socket to
+    take bytes (no busy loop: the process stays nearly idle for that second), and when
+    the client reads again every byte arrives in order."""
+    import asyncio
+    import time
+
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+
+    payload = os.urandom(64 << 20)
+
+    def server(conn, out):
+        pong(conn)
+        conn.sendall(payload)
+
+    def client(port: int, srv_port: int) -> tuple[float, str]:
+        with connect_tunnel(port, "127.0.0.1", srv_port, timeout=TIMEOUT) as c:
+            ping(c)
+            first = c.recv(1 << 16)
+            cpu0 = time.process_time()
+            threading.Event().wait(1.0)  # a reader that stalls on purpose: no event to await
+            spent = time.process_time() - cpu0
+            h, got = hashlib.sha256(first), len(first)
+            while got < len(payload) and (chunk := c.recv(1 << 20)):
+                h.update(chunk)
+                got += len(chunk)
+            return spent, h.hexdigest()
+
+    async def run() -> tuple[float, str]:
+        srv = RawServer(server)
+        proxy = Proxy([TunnelInspector()], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                            "inspector_probe": False, "inspector_relay_pump": pump})
+        _, port = await proxy.start()
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(client, port, srv.port), TIMEOUT)
+        finally:
+            await proxy.stop()
+            srv.join()
+
+    spent, digest = asyncio.run(run())
+    assert digest == hashlib.sha256(payload).hexdigest()
+    assert spent < 0.3, f"{spent:.2f} s of CPU in a second when nothing could move"
 
 
 def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):

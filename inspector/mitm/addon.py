@@ -31,7 +31,7 @@ from inspector.observe import handshake, loop_guard, wire
 from inspector.observe.bad_request import OPENING_BYTES, bad_request_detail, unparsed_target
 from inspector.observe.connect_to import ConnectTo
 from inspector.observe.handshake import HandshakeTracker, alert_in_error_text, connect_error_text
-from inspector.options import BY_MITM_NAME, OPTIONS
+from inspector.options import BY_MITM_NAME, OPTIONS, relay_pump
 from inspector.records import text
 from inspector.records.escape import safe
 from inspector.records.record import Tunnel, host_port
@@ -273,12 +273,12 @@ class TunnelInspector:
         if live is None or live.layer is not None:
             # The record is written (e.g. --handshake-timeout passed before the client's
             # first byte): the tunnel is still relayed as it is, just no longer observed.
-            nextlayer.layer = TunnelRelay(ctx_, None, None, None, ctx.options.inspector_fast_relay)
+            nextlayer.layer = TunnelRelay(ctx_, None, None, None, _pump())
             return
         live.layer = TunnelRelay(
             ctx_, lambda from_client, data: self._observed(cid, from_client, data),
             lambda from_client: self._side_closed(cid, from_client), lambda: self._closed(cid),
-            ctx.options.inspector_fast_relay, lambda why: self._connect_failed(cid, why),
+            _pump(), lambda why: self._connect_failed(cid, why),
         )
         nextlayer.layer = live.layer
 
@@ -583,6 +583,10 @@ def _der(cert) -> bytes:
 def _rebind() -> None:
     ctx.options.server = False
     ctx.options.server = True
+
+
+def _pump() -> str | None:
+    return relay_pump(ctx.options.inspector_fast_relay, ctx.options.inspector_relay_pump)
 
 
 def _build_judge() -> ChainJudge:

@@ -12,18 +12,23 @@ meets EPIPE. A proxy that is there to explain failures must not cause one, so th
 layer ends each direction on its own, on the socket itself, exactly as a direct
 connection would.
 
-Once the handshake is decided and nothing is left to observe, the tunnel is handed
+Once the handshake is decided, nothing is left to observe and the tunnel has relayed
+HANDOVER_AFTER more bytes (a short tunnel is over before a hand-over pays), it is handed
 to `FastRelay`: the two sockets' asyncio transports get protocols that write what
 one reads straight into the other, with asyncio's own flow control. mitmproxy's
 per-chunk path (a reader task, the layer stack, a writer) is left out, and with it
 most of the relay's cost; mitmproxy still owns the connections and closes them when
-the relay tells it both sides are done, so its hooks fire as before.
+the relay tells it both sides are done, so its hooks fire as before. On Linux the
+default hand-over goes further (`KernelRelay`): the sockets' bytes move by splice()
+through pooled pipes (inspector/mitm/splice.py) and never reach Python; the protocol
+relay is the fallback where splice is missing or refuses the sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import struct
 from collections.abc import Callable
@@ -34,6 +39,9 @@ from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers.http import HttpStream
 from mitmproxy.proxy.layers.http._upstream_proxy import HttpUpstreamProxy
 from mitmproxy.proxy.utils import expect
+
+from inspector.mitm import splice
+from inspector.options import splice_available
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +67,16 @@ class TunnelRelay(layer.Layer):
     """
 
     def __init__(self, context, observe: Observe | None, side_closed: SideClosed | None,
-                 closed: Closed | None, fast: bool = True,
+                 closed: Closed | None, pump: str | None = "protocol",
                  failed: Callable[[str], None] | None = None) -> None:
         super().__init__(context)
         self._failed = failed  # the server connection could not be opened (an upstream proxy's refusal)
         self._observe = observe
         self._side_closed = side_closed
         self._closed = closed
-        self._fast = fast  # hand the sockets to FastRelay once nothing is observed
+        self._pump = pump  # hand the sockets to this relay once nothing is observed (None: never)
         self._handover_asked = False
+        self._unobserved = 0  # bytes relayed here since observation stopped
 
     def stop_observing(self) -> None:
         self._observe = self._side_closed = self._closed = None
@@ -96,9 +105,11 @@ class TunnelRelay(layer.Layer):
             if self._observe is not None:
                 self._observe(from_client, event.data)
             yield commands.SendData(to, event.data)
-            if self._observe is None and self._fast and not self._handover_asked:
-                self._handover_asked = True
-                FastRelay.begin(self.context.client, self._handed_over)
+            if self._observe is None and self._pump is not None and not self._handover_asked:
+                self._unobserved += len(event.data)
+                if self._unobserved >= HANDOVER_AFTER:
+                    self._handover_asked = True
+                    FastRelay.begin(self.context.client, self._handed_over, self._pump)
             return
         if self._side_closed is not None:
             self._side_closed(from_client)
@@ -132,6 +143,11 @@ class TunnelRelay(layer.Layer):
     @expect(events.DataReceived, events.ConnectionClosed)
     def done(self, _) -> layer.CommandGenerator[None]:
         yield from ()
+
+
+# A hand-over costs a short tunnel more than it saves (bench/bench_proxy.py throughput,
+# handed over at once: 0.94x the tunnels/s of --no-fast-relay); past this many bytes it pays.
+HANDOVER_AFTER = 256 << 10
 
 
 def _handler(client: Connection):
@@ -269,37 +285,51 @@ class FastRelay:
     handed_over = 0  # tunnels taken over in this process, for tests and benchmarks
 
     @classmethod
-    def begin(cls, client: Connection, taken: Callable[[], None]) -> None:
+    def begin(cls, client: Connection, taken: Callable[[], None], pump: str) -> None:
         """Take the tunnel's sockets over once mitmproxy holds none of their bytes.
 
         Reading stops on both sockets first; what mitmproxy already read still goes
         its way (the layer keeps relaying it), and once both of its reader tasks wait
         on empty buffers the sockets change hands: no byte can overtake another. If
         that moment does not come (a side ended meanwhile), mitmproxy simply goes on
-        relaying the tunnel itself.
+        relaying the tunnel itself. `pump` is "splice" (KernelRelay, falling back to
+        the protocols) or "protocol".
         """
         pair = _io_pair(client)
         if pair is None or not all(_plain_stream(io) for io in pair):
             return
         for io in pair:
             io.writer.transport.pause_reading()
-        asyncio.get_running_loop().call_soon(cls._swap_when_idle, pair, taken, _SWAP_TRIES)
+        asyncio.get_running_loop().call_soon(cls._swap_when_idle, pair, taken, pump, _SWAP_TRIES)
 
     @classmethod
-    def _swap_when_idle(cls, pair, taken: Callable[[], None], tries: int) -> None:
-        if not all(_parked(io) for io in pair):
+    def _swap_when_idle(cls, pair, taken: Callable[[], None], pump: str, tries: int) -> None:
+        for io in pair:
+            # asyncio's StreamReader resumes a transport that it paused itself (its buffer
+            # was full) once mitmproxy reads: pause again, or bytes would slip past.
+            if io.writer.transport.is_reading():
+                io.writer.transport.pause_reading()
+        # splice writes to the sockets themselves: nothing may wait in a transport's buffer
+        empty = pump == "splice"
+        if not all(_parked(io, empty) for io in pair):
             if tries > 0 and not any(io.writer.transport.is_closing() or io.reader.at_eof()
                                      for io in pair):
                 asyncio.get_running_loop().call_later(_SWAP_WAIT, cls._swap_when_idle,
-                                                      pair, taken, tries - 1)
+                                                      pair, taken, pump, tries - 1)
                 return
             for io in pair:  # not now: mitmproxy keeps the tunnel
                 if not io.writer.transport.is_closing():
                     io.writer.transport.resume_reading()
             return
+        taken()
+        if pump != "splice" or not KernelRelay.take(pair):
+            cls.take(pair)
+
+    @classmethod
+    def take(cls, pair) -> None:
+        """Relay a parked pair (reading paused, mitmproxy holding none of its bytes)."""
         relay = cls(pair)
         cls.handed_over += 1
-        taken()
         for side in relay._sides:
             side.transport.set_protocol(side)
             side.transport.resume_reading()
@@ -338,9 +368,9 @@ def _plain_stream(io) -> bool:
             and hasattr(io.writer.transport, "set_protocol"))
 
 
-def _parked(io) -> bool:
+def _parked(io, empty: bool = False) -> bool:
     """mitmproxy holds nothing of this socket: its reader task waits on an empty buffer,
-    and its writer cannot be waiting in drain().
+    and its writer cannot be waiting in drain() (`empty`: its write buffer is empty).
 
     Assumption (asyncio internals, stable since 3.7): a StreamReader's `_buffer` holds
     bytes received but not yet read, and `_waiter` is set while a read() waits for more.
@@ -351,7 +381,8 @@ def _parked(io) -> bool:
         return False
     waiter = reader._waiter
     low, _ = transport.get_write_buffer_limits()
-    return waiter is not None and not waiter.done() and transport.get_write_buffer_size() <= low
+    return waiter is not None and not waiter.done() \
+        and transport.get_write_buffer_size() <= (0 if empty else low)
 
 
 def _reset(transport: asyncio.Transport) -> None:
@@ -362,3 +393,85 @@ def _reset(transport: asyncio.Transport) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+class _Watch(asyncio.Protocol):
+    """Stands in for mitmproxy's protocol while the kernel relays: reading is paused and
+    nothing is written, so only a close (mitmproxy's own, e.g. the proxy stopping) can
+    reach it; the relay then lets go of the socket's duplicate."""
+
+    def __init__(self, relay: KernelRelay, original: asyncio.BaseProtocol) -> None:
+        self.relay, self.original = relay, original
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost()
+        self.original.connection_lost(exc)
+
+
+class KernelRelay:
+    """Both sockets of a decided tunnel, relayed by splice() (splice.SpliceTunnel) on
+    duplicates of their descriptors; mitmproxy's transports stay, paused and idle.
+
+    Duplicates, not the transports' own descriptors: the loop lets add_reader() watch a
+    descriptor no transport holds, and mitmproxy's close still closes its own. When the
+    tunnel ends, the ends and resets were already passed on by the splice relay; the
+    original protocols come back and mitmproxy's readers get their end of stream, as in
+    FastRelay.
+    """
+
+    handed_over = 0  # tunnels taken over in this process, for tests and benchmarks
+
+    def __init__(self, pair, socks: list[socket.socket]) -> None:
+        self._ios = pair
+        self._transports = [io.writer.transport for io in pair]
+        self._originals = [t.get_protocol() for t in self._transports]
+        self._tunnel = splice.SpliceTunnel(asyncio.get_running_loop(), socks[0], socks[1],
+                                           self._done)
+
+    @classmethod
+    def take(cls, pair) -> bool:
+        """Relay a parked pair with splice; False if it cannot (then nothing changed)."""
+        if not splice_available():
+            return False
+        socks: list[socket.socket] = []
+        try:
+            for io in pair:
+                sock = io.writer.transport.get_extra_info("socket")
+                if sock is None or sock.type != socket.SOCK_STREAM:
+                    raise OSError(f"not a stream socket: {sock!r}")
+                socks.append(socket.socket(fileno=os.dup(sock.fileno())))
+        except OSError as e:  # e.g. out of descriptors: the protocol relay needs none
+            log.debug("no splice relay for this tunnel: %s", e)
+            for s in socks:
+                s.close()
+            return False
+        relay = cls(pair, socks)
+        cls.handed_over += 1
+        for t, original in zip(relay._transports, relay._originals):
+            t.set_protocol(_Watch(relay, original))
+        relay._tunnel.start()
+        return True
+
+    def _done(self, result: str) -> None:
+        for t, original in zip(self._transports, self._originals):
+            t.set_protocol(original)
+        if result == splice.UNSUPPORTED:  # not a byte moved: the protocols take over
+            FastRelay.take(self._ios)
+            return
+        if result in (splice.RESET_A, splice.RESET_B):
+            # the splice relay set linger 0 and closed its duplicate: this close is the RST
+            self._transports[0 if result == splice.RESET_A else 1].abort()
+        for io in self._ios:
+            io.reader.feed_eof()  # mitmproxy's reader task wakes up to an end of stream
+
+    def lost(self) -> None:
+        """mitmproxy closed one socket under the relay: close the other, as FastRelay."""
+        if self._tunnel.over:
+            return
+        self._tunnel.stop()
+        for t, original in zip(self._transports, self._originals):
+            t.set_protocol(original)
+            if not t.is_closing():
+                t.close()
+        for io in self._ios:
+            io.reader.feed_eof()
