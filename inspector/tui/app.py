@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -72,7 +72,9 @@ class InspectorApp(App[int]):
     """`InspectorApp(feed, export_dir=Path)`; see feeds.py for what a feed is.
 
     On a feed that fails to start the app exits with return code 2, and
-    `start_error` holds the reason for the caller to print (run.py does).
+    `start_error` holds the reason for the caller to print (run/ui.py does). A feed
+    with `async ended() -> str | None` ends the app when it returns: in order (None,
+    the proxy asked), or lost (return code 1, the reason in `feed_lost`).
     """
 
     CSS_PATH = "app.tcss"
@@ -91,19 +93,18 @@ class InspectorApp(App[int]):
     ]
 
     def __init__(self, feed: Feed, export_dir: Path | None = None, *,
-                 log_path: Path | None | _Default = _DEFAULT, flush_interval: float = 0.15,
-                 quit_after: float | None = None) -> None:
+                 log_path: Path | None | _Default = _DEFAULT, flush_interval: float = 0.15) -> None:
         """log_path: where log records go while the UI runs (default: the user's state
-        directory; None: the event-log panel only). quit_after: seconds, then exit."""
+        directory; None: the event-log panel only)."""
         super().__init__()
         self.feed = feed
-        self.quit_after = quit_after
         self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
         self.flush_interval = flush_interval
         self.model = TunnelModel()
         self.status = Status()
         self.paused = False
         self.start_error: str | None = None
+        self.feed_lost: str | None = None
         self.last_export: tuple[Path, int] | None = None
         self._builder = RowBuilder()
         self._pending: deque[TunnelRow] = deque()
@@ -165,8 +166,6 @@ class InspectorApp(App[int]):
         elif self._router.log_path is not None:
             log.info("log file: %s", self._router.log_path)
         self.set_interval(self.flush_interval, self.flush)
-        if self.quit_after is not None:
-            self.set_timer(self.quit_after, self.action_quit)
         self._catch_sigterm(True)
         self._render_status()
         self.run_worker(self._start_feed(), name="feed start", exit_on_error=False)
@@ -184,6 +183,19 @@ class InspectorApp(App[int]):
         self._feed_started = True
         log.info("%s", self.status.source)
         self._render_status()
+        ended = getattr(self.feed, "ended", None)
+        if callable(ended):
+            self.run_worker(self._until_feed_ends(ended()), name="feed end", exit_on_error=False)
+
+    async def _until_feed_ends(self, ended: Awaitable[str | None]) -> None:
+        lost = await ended
+        if lost is None:
+            await self.action_quit()
+            return
+        self.feed_lost = " ".join(lost.split())
+        log.error("%s", self.feed_lost)
+        await self._stop_feed()
+        self.exit(return_code=1)  # the caller says why, on the restored terminal
 
     async def _stop_feed(self) -> None:
         if self._stopped:
