@@ -62,12 +62,14 @@ def codes(record: dict) -> set[str]:
 
 
 class ListFeed:
-    """A feed the test pushes records into, as the proxy would."""
+    """A feed the test pushes records into, as the proxy would; it keeps them to be
+    read again, as the proxy's spool does."""
 
     def __init__(self, stats: dict | None = None) -> None:
         self.on_record = None
         self.stopped = False
         self._stats = stats or {}
+        self._kept: list[dict] = []
 
     async def start(self, on_record) -> str:
         self.on_record = on_record
@@ -79,9 +81,13 @@ class ListFeed:
     def stats(self) -> dict:
         return self._stats
 
+    def read_record(self, ref: int) -> dict:
+        return copy.deepcopy(self._kept[ref])
+
     def push(self, *records: dict) -> None:
         for r in records:
-            self.on_record(copy.deepcopy(r))
+            self._kept.append(copy.deepcopy(r))
+            self.on_record(copy.deepcopy(r), len(self._kept) - 1)
 
 
 def app_for(path: Path, tmp_path: Path, **kw) -> InspectorApp:
@@ -577,7 +583,7 @@ def test_c_clears_everything_shown_and_waiting(tmp_path, records, running_app):
             await ui.wait_for(lambda: len(app.model.rows) == 1, what="the row after clear")
             await ui.press("enter")
             await ui.wait_for(lambda: app.detail.display, what="the detail pane")
-            assert app.detail.record_id == records[1]["id"]  # the spool was reset, not corrupted
+            assert app.detail.record_id == records[1]["id"]  # its own record, after the clear
 
     asyncio.run(run())
 

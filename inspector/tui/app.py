@@ -32,7 +32,7 @@ from inspector.records.escape import safe
 from inspector.records.export import export_flagged
 from inspector.tui.detail import DetailPane
 from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
-from inspector.tui.feeds import Feed, RereadableFeed
+from inspector.tui.feeds import Feed
 from inspector.tui.header import Status, StatusHeader, status_text
 from inspector.tui.hosts import HostsTable
 from inspector.tui.messages import (
@@ -44,7 +44,6 @@ from inspector.tui.messages import (
 )
 from inspector.tui.model import RecordError, RowBuilder, TunnelModel, TunnelRow
 from inspector.tui.search import SearchBar
-from inspector.tui.store import RecordSpool
 from inspector.tui.table import TunnelTable
 
 log = logging.getLogger(__name__)
@@ -108,8 +107,7 @@ class InspectorApp(App[int]):
         self.last_export: tuple[Path, int] | None = None
         self._builder = RowBuilder()
         self._pending: deque[TunnelRow] = deque()
-        self._lock = threading.Lock()  # pending + spool, against a feed thread
-        self._spool: RecordSpool | None = None
+        self._lock = threading.Lock()  # pending, against a feed thread
         self._router = LogRouter(default_log_path() if log_path is _DEFAULT else log_path)
         self._feed_started = False
         self._stopped = False
@@ -208,8 +206,6 @@ class InspectorApp(App[int]):
                 log.exception("stopping the feed failed")
         self._catch_sigterm(False)
         self._router.uninstall()
-        if self._spool is not None:
-            self._spool.close()
 
     def _catch_sigterm(self, on: bool) -> None:
         """SIGTERM ends the UI like q does: feed stopped, terminal restored."""
@@ -231,20 +227,15 @@ class InspectorApp(App[int]):
 
     # --- records in -------------------------------------------------------------------
 
-    def _on_record(self, record: Mapping[str, Any], ref: int | None = None) -> None:
+    def _on_record(self, record: Mapping[str, Any], ref: int) -> None:
         """The feed's callback. Any thread; cheap: build a row, queue it."""
-        spooled = ref is None
         try:
-            row = self._builder.build(record, -1 if ref is None else ref, spooled)
+            row = self._builder.build(record, ref)
         except RecordError as e:
             rid = record.get("id") if isinstance(record, dict) else "?"
             log.warning("tunnel %s skipped: %s", safe(rid), e)
             return
         with self._lock:
-            if spooled:
-                if self._spool is None:
-                    self._spool = RecordSpool()
-                row.ref = self._spool.write(record)
             self._pending.append(row)
 
     def flush(self) -> None:
@@ -305,13 +296,8 @@ class InspectorApp(App[int]):
     # --- full records -----------------------------------------------------------------
 
     def record_for(self, row: TunnelRow) -> dict:
-        """The full record behind a row (re-read from the file or the spool)."""
-        if row.spooled:
-            assert self._spool is not None
-            record = self._spool.read(row.ref)
-        else:
-            assert isinstance(self.feed, RereadableFeed)  # only such a feed passes a ref
-            record = self.feed.read_record(row.ref)
+        """The full record behind a row, read again from the feed (a file, the proxy's spool)."""
+        record = self.feed.read_record(row.ref)
         if safe(record.get("id")) != row.id:
             raise ValueError("the record is no longer where it was read (the file changed)")
         return record
@@ -399,8 +385,6 @@ class InspectorApp(App[int]):
     def action_clear(self) -> None:
         with self._lock:
             self._pending.clear()
-            if self._spool is not None:
-                self._spool.reset()
         self.model.clear()
         self._frozen_at = 0
         self.detail.display = False

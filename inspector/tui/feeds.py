@@ -6,11 +6,11 @@ A feed is any object with
                                     # "listening on 127.0.0.1:8080"; raises with a
                                     # clear message if it cannot start
     async stop() -> None
+    read_record(ref) -> dict        # the full record again: the UI keeps only the ref
     stats() -> dict                 # optional: shown in the header
+    async ended() -> str | None     # optional: see InspectorApp
 
-`on_record(record)` may be called from any thread, once per finished record. A feed
-that can read a record again (a file) passes a second argument, `ref`, and implements
-`read_record(ref) -> dict`; the UI then keeps only the ref. Otherwise the UI spools it.
+`on_record(record, ref)` may be called from any thread, once per finished record.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from inspector.records.jsonl import Entry, JsonlReader
 
 log = logging.getLogger(__name__)
 
-OnRecord = Callable[..., None]
+OnRecord = Callable[[dict, int], None]
 
 # Problems in a file are reported one by one up to this many, then only counted.
 PROBLEMS_REPORTED = 20
@@ -47,11 +47,6 @@ class Feed(Protocol):
     async def start(self, on_record: OnRecord) -> str: ...
 
     async def stop(self) -> None: ...
-
-
-@runtime_checkable
-class RereadableFeed(Feed, Protocol):
-    """A feed that can read a record again by its ref (a file): the UI keeps only the ref."""
 
     def read_record(self, ref: int) -> dict: ...
 
