@@ -362,6 +362,27 @@ def test_scrolling_up_stops_following_and_end_resumes(tmp_path, real, running_ap
     asyncio.run(run())
 
 
+def test_the_header_changes_with_the_table_in_one_frame(tmp_path, real, running_app):
+    """Moving off the newest row updates the header in the same call, not in a later
+    message: a frame drawn right after shows both (a message cost a second frame, ~30 ms
+    later in a real terminal)."""
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with running_app(app, SIZE) as ui:
+            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(5)))
+            await ui.wait_for(lambda: app.table.current_index == 4, what="the cursor on the newest row")
+            assert app.status.follow
+            app.table.move_cursor(2)  # what up does; nothing is awaited before the check
+            assert not app.table.follow and not app.status.follow
+            app.table.action_last()
+            assert app.table.follow and app.status.follow
+            await ui.shows("at newest")
+
+    asyncio.run(run())
+
+
 # --- detail ---------------------------------------------------------------------------
 
 

@@ -36,7 +36,6 @@ from inspector.tui.feeds import Feed
 from inspector.tui.header import Status, StatusHeader, status_text
 from inspector.tui.hosts import HostsTable
 from inspector.tui.messages import (
-    FollowChanged,
     HostChosen,
     SearchChanged,
     TunnelChosen,
@@ -158,6 +157,7 @@ class InspectorApp(App[int]):
         # being torn down, when a query would find nothing.
         self._widgets = {w.id: w for w in self.query(
             "#tunnels, #hosts, #detail, #search, #eventlog, #status")}
+        self.watch(self.table, "follow", self._render_status, init=False)
         self._router.install()
         if self._router.file_error:
             log.warning("%s", self._router.file_error)
@@ -323,10 +323,6 @@ class InspectorApp(App[int]):
     def _tunnel_highlighted(self, message: TunnelHighlighted) -> None:
         if self.detail.display and message.index is not None:
             self._show_detail(message.index)
-
-    @on(FollowChanged)
-    def _follow_changed(self) -> None:
-        self._render_status()
 
     @on(HostChosen)
     def _host_chosen(self, message: HostChosen) -> None:
