@@ -440,6 +440,22 @@ class _Tmux:
             return None
         return self._seen_at - sent
 
+    def pids(self) -> tuple[int, int]:
+        """The proxy's process (the one the command started) and its UI process."""
+        pane = int(subprocess.run(["tmux", "list-panes", "-t", self.name, "-F", "#{pane_pid}"],
+                                  capture_output=True, text=True, timeout=10).stdout)
+
+        def cmdline(pid: int) -> str:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+        def children(pid: int) -> list[int]:
+            return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+        proxy = pane if "inspector.cli" in cmdline(pane) else children(pane)[0]
+        ui = _wait(lambda: [k for k in children(proxy) if "inspector.run.ui" in cmdline(k)], 30,
+                   "the UI process")[0]
+        return proxy, ui
+
     def screen(self) -> str:
         return subprocess.run(["tmux", "capture-pane", "-t", self.name, "-p"], capture_output=True,
                               text=True, timeout=10).stdout
@@ -481,13 +497,17 @@ def _live_round(work: Path, variant: str, proxy_args: list[str], upstream_port: 
     jsonl = work / f"{variant}-{uuid.uuid4().hex[:6]}.jsonl"
     argv = [sys.executable, "-m", "inspector.cli", "--listen-port", str(port), "--jsonl", str(jsonl),
             *proxy_args]
-    keys: list[float] = []
+    keys: list[tuple[str, float]] = []
+    idle: list[float] = []
     misses = 0
+    ui_cpu = None
     if variant == "headless":
         proc = subprocess.Popen([*argv, "--headless"], stdout=subprocess.DEVNULL, cwd=work)
         _wait(lambda: _listening(port), 30, "the headless proxy")
+        cpu = _cpu_s(proc.pid)
         flood = _flood_child(port, upstream_port, str(work / "root.pem"), seconds)
         out = flood.communicate(timeout=seconds + 120)[0]
+        proxy_cpu = _cpu_s(proc.pid) - cpu
         proc.terminate()
         proc.wait(30)
         shown = None
@@ -495,6 +515,13 @@ def _live_round(work: Path, variant: str, proxy_args: list[str], upstream_port: 
         term = _Tmux(argv, work)
         try:
             _wait(lambda: "listening on" in term.screen(), 30, "the live UI")
+            proxy, ui = term.pids()
+            for turn in range(2 * len(KEYS)):  # the same keys with no load, for scale
+                took = term.key_to_screen(*KEYS[turn % len(KEYS)][1:])
+                if took is not None:
+                    idle.append(took * 1000)
+                time.sleep(0.1)
+            cpu = _cpu_s(proxy), _cpu_s(ui)
             flood = _flood_child(port, upstream_port, str(work / "root.pem"), seconds)
             time.sleep(1.0)  # the flood is under way
             turn = 0
@@ -511,6 +538,7 @@ def _live_round(work: Path, variant: str, proxy_args: list[str], upstream_port: 
                 term.key_to_screen(*KEYS[turn % len(KEYS)][1:])
                 turn += 1
             out = flood.communicate(timeout=120)[0]
+            proxy_cpu, ui_cpu = _cpu_s(proxy) - cpu[0], _cpu_s(ui) - cpu[1]
             records = _wait(lambda: jsonl.exists() and jsonl.read_bytes().count(b"\n"), 30, "records")
             shown = bool(_wait(lambda: f" {records:,} tunnels" in term.screen(), 30,
                                f"the UI to show all {records} records"))
@@ -519,7 +547,16 @@ def _live_round(work: Path, variant: str, proxy_args: list[str], upstream_port: 
             term.close()
     res = json.loads(out.strip().splitlines()[-1])
     res["records"] = jsonl.read_bytes().count(b"\n") if jsonl.exists() else 0
-    return {**res, "keys_ms": keys, "key_misses": misses, "ui_shows_every_record": shown}
+    res["proxy_cpu_ms_per_tunnel"] = proxy_cpu * 1000 / max(1, res["completed"])
+    res["ui_cpu_share"] = None if ui_cpu is None else ui_cpu / res["wall_s"]
+    return {**res, "keys_ms": keys, "idle_keys_ms": idle, "key_misses": misses,
+            "ui_shows_every_record": shown}
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def live_flood(rounds: int, seconds: float) -> dict:
@@ -558,6 +595,7 @@ def live_flood(rounds: int, seconds: float) -> dict:
     ratios = [live["tunnels_per_s"] / head["tunnels_per_s"]
               for live, head in zip(runs["live"], runs["headless"])]
     keys = sorted(ms for res in runs["live"] for _, ms in res["keys_ms"])
+    idle = sorted(ms for res in runs["live"] for ms in res["idle_keys_ms"])
     by_key = {}
     for name, *_ in KEYS:
         mine = sorted(ms for res in runs["live"] for n, ms in res["keys_ms"] if n == name)
@@ -578,6 +616,13 @@ def live_flood(rounds: int, seconds: float) -> dict:
         "keypress_p90_ms": keys[int(len(keys) * 0.9)] if keys else None,
         "keypress_max_ms": keys[-1] if keys else None,
         "keypress_by_key": by_key,
+        "keypress_idle_p50_ms": idle[len(idle) // 2] if idle else None,
+        "keypress_idle_max_ms": idle[-1] if idle else None,
+        "proxy_cpu_ms_per_tunnel_live": statistics.median(x["proxy_cpu_ms_per_tunnel"]
+                                                          for x in runs["live"]),
+        "proxy_cpu_ms_per_tunnel_headless": statistics.median(x["proxy_cpu_ms_per_tunnel"]
+                                                              for x in runs["headless"]),
+        "ui_cpu_share": statistics.median(x["ui_cpu_share"] for x in runs["live"]),
         "ui_shows_every_record": all(x["ui_shows_every_record"] for x in runs["live"]),
         "targets": LIVE_TARGETS,
     }
@@ -600,6 +645,12 @@ def live_flood(rounds: int, seconds: float) -> dict:
               "target p90 <= 50, max <= 200")
         print("    per key (p50 / p90 / max ms): " + ", ".join(
             f"{k} {v['p50_ms']:.0f} / {v['p90_ms']:.0f} / {v['max_ms']:.0f}" for k, v in by_key.items()))
+    if idle:
+        print(f"  the same keys with no load: p50 {out['keypress_idle_p50_ms']:.0f} ms, max "
+              f"{out['keypress_idle_max_ms']:.0f} ms")
+    print(f"  proxy CPU per tunnel: live {out['proxy_cpu_ms_per_tunnel_live']:.2f} ms, headless "
+          f"{out['proxy_cpu_ms_per_tunnel_headless']:.2f} ms; the UI process used "
+          f"{out['ui_cpu_share']:.0%} of a core")
     print(f"  the UI showed every record: {out['ui_shows_every_record']}")
     return out
 
