@@ -163,11 +163,12 @@ def test_a_proxy_that_dies_ends_the_ui_with_one_sentence(terminal):
     wait_for(lambda: not _alive(ui), 10, "the UI to exit")
 
 
-def test_sigterm_to_the_proxy_stops_both_with_the_summary(terminal):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_proxy_stops_both_with_the_summary(terminal, sig):
     t = terminal()
     t.shows("listening on 127.0.0.1:")
     ui = t.ui_pid()
-    os.kill(t.proxy_pid(), signal.SIGTERM)
+    os.kill(t.proxy_pid(), sig)
     assert t.exit_code() == 0
     screen = t.screen()
     assert "0 tunnels, 0 flagged" in screen and "Traceback" not in screen

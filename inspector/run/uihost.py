@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from inspector.records.stream import JsonlSink, RecordStream
+from inspector.run.report import RunError
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,13 @@ class UiHost:
     figures and its log. `attach` before the proxy listens; `close` at the end."""
 
     def __init__(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="tunnel-inspector-")  # 0700
-        self.spool_path = Path(self._dir) / "records.jsonl"
-        self.spool = JsonlSink(str(self.spool_path))
+        try:
+            self._dir = tempfile.mkdtemp(prefix="tunnel-inspector-")  # 0700
+            self.spool_path = Path(self._dir) / "records.jsonl"
+            self.spool = JsonlSink(str(self.spool_path))
+        except OSError as e:
+            raise RunError(f"cannot keep records for the UI in {tempfile.gettempdir()}: "
+                           f"{e.strerror or e} (set TMPDIR, or use --headless)") from None
         self.source = "starting…"
         self._stats: Callable[[], dict] = dict
         self._sent_stats: dict = {}
