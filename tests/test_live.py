@@ -163,7 +163,7 @@ def test_a_proxy_that_dies_ends_the_ui_with_one_sentence(terminal):
     wait_for(lambda: not _alive(ui), 10, "the UI to exit")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
 def test_a_signal_to_the_proxy_stops_both_with_the_summary(terminal, sig):
     t = terminal()
     t.shows("listening on 127.0.0.1:")

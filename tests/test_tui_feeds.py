@@ -287,6 +287,7 @@ def test_a_proxy_process_that_dies_ends_the_ui_with_one_sentence(tmp_path, runni
             assert app.return_code == 1
             assert app.feed_lost == ("the proxy process ended unexpectedly: no new tunnels can be "
                                      "shown (those so far are in --jsonl, if it was given)")
+            assert not proxy.host.spool_path.parent.exists()  # the UI removed what the proxy left
 
     asyncio.run(run())
 

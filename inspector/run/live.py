@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,7 @@ class Live:
         if self._until is not None:
             jobs.append(asyncio.ensure_future(self._until(port)))
         ui = asyncio.ensure_future(self._ui.run())
+        hangup = _on_hangup(stop.event.set)
         try:
             await stop.wait(self._duration, ui)
             if ui.done() and not ui.result():  # the UI keeps failing: tunnels must not
@@ -82,6 +84,8 @@ class Live:
             await ui  # returns once its UI process has ended
             for job in jobs:
                 job.cancel()
+            if hangup:
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
     def _headless(self) -> None:
         """From now on, as --headless: lines on stdout, warnings on stderr."""
@@ -102,6 +106,15 @@ class Live:
         if self._stderr_log is not None:
             root.removeHandler(self._stderr_log)
         self._host.close()
+
+
+def _on_hangup(callback: Callable[[], None]) -> bool:
+    """The terminal closed (SIGHUP): stop in order, as on SIGTERM (the spool is removed,
+    --jsonl and --export-flagged complete), unless SIGHUP is ignored (nohup)."""
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_IGN:
+        return False
+    asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, callback)
+    return True
 
 
 def run_live(args: argparse.Namespace, options: dict | None = None,

@@ -113,12 +113,23 @@ class ProxyFeed:
             if message.get("quit"):
                 break
         else:
+            self._remove_spool()
             if not self._end.done():
                 self._end.set_result("the proxy process ended unexpectedly: no new tunnels "
                                      "can be shown (those so far are in --jsonl, if it was given)")
             return
         if not self._end.done():
             self._end.set_result(None)
+
+    def _remove_spool(self) -> None:
+        """A proxy that died left its spool behind: this UI is the last to use it (the
+        open file stays readable), so remove it and its private directory."""
+        assert self._records is not None
+        try:
+            self._records.path.unlink()
+            self._records.path.parent.rmdir()
+        except OSError as e:
+            log.warning("could not remove %s: %s", safe(self._records.path), e.strerror or e)
 
     async def ended(self) -> str | None:
         assert self._end is not None
