@@ -333,10 +333,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from inspector.run.headless import run_headless
 
         return asyncio.run(run_headless(args))
-    from inspector.run.headless import mitm_options
     from inspector.run.live import run_live
 
-    return run_live(args, mitm_options(args))
+    return run_live(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ as text read from Textual's public SVG screenshot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import os
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,8 +29,8 @@ from inspector.lab.http1 import connect_tunnel
 HOST = "a.lab.test"  # does not resolve: the proxy reaches it through --connect-to
 TRACEBACK = "Traceback (most recent call last)"
 
-__all__ = ["HOST", "TRACEBACK", "ProxyProcess", "RunningUI", "env_without_proxy",
-           "require_tool", "screen_text", "tls_through_proxy", "wait_for"]
+__all__ = ["HOST", "TRACEBACK", "LiveProxy", "ProxyProcess", "RunningUI", "env_without_proxy",
+           "live_proxy", "require_tool", "screen_text", "tls_through_proxy", "wait_for"]
 
 T = TypeVar("T")
 
@@ -163,6 +164,53 @@ def _drain(pipe, into: list[str]) -> None:
     for line in pipe:
         into.append(line)
     pipe.close()
+
+
+# --- the live proxy's side of the UI, in the test's event loop -------------------------------
+
+
+class LiveProxy:
+    """The real addon, proxy and UiHost, as the live run composes them (run/live.py):
+    `ui()` gives an app whose ProxyFeed is connected to it, as a UI process's is."""
+
+    def __init__(self, host, port: int) -> None:
+        self.host = host  # inspector.run.uihost.UiHost
+        self.port = port
+
+    async def ui(self, export_dir: Path, log_path: Path | None = None):
+        import socket
+
+        from inspector.tui import InspectorApp, ProxyFeed
+
+        ours, theirs = socket.socketpair()
+        self.link = await self.host.connect(ours)
+        return InspectorApp(ProxyFeed(theirs), export_dir=export_dir, log_path=log_path)
+
+
+@contextlib.asynccontextmanager
+async def live_proxy(options: dict) -> AsyncIterator[LiveProxy]:
+    """The proxy listening on 127.0.0.1 with these mitmproxy options, its records spooled
+    and its figures published for UIs, until the block ends."""
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+    from inspector.records.record import host_port
+    from inspector.run.uihost import UiHost
+
+    addon = TunnelInspector()
+    host = UiHost()
+    host.attach(addon.stream, addon.stats)
+    proxy = Proxy([addon], {"listen_host": "127.0.0.1", "listen_port": 0, **options})
+    try:
+        address, port = await proxy.start()
+        host.source = f"listening on {host_port(address, port)}"
+        stats = asyncio.ensure_future(host.publish_stats())
+        try:
+            yield LiveProxy(host, port)
+        finally:
+            stats.cancel()
+            await proxy.stop()
+    finally:
+        host.close()
 
 
 # --- the UI ----------------------------------------------------------------------------------

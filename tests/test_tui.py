@@ -62,12 +62,14 @@ def codes(record: dict) -> set[str]:
 
 
 class ListFeed:
-    """A feed the test pushes records into, as the proxy would."""
+    """A feed the test pushes records into, as the proxy would; it keeps them to be
+    read again, as the proxy's spool does."""
 
     def __init__(self, stats: dict | None = None) -> None:
         self.on_record = None
         self.stopped = False
         self._stats = stats or {}
+        self._kept: list[dict] = []
 
     async def start(self, on_record) -> str:
         self.on_record = on_record
@@ -79,9 +81,13 @@ class ListFeed:
     def stats(self) -> dict:
         return self._stats
 
+    def read_record(self, ref: int) -> dict:
+        return copy.deepcopy(self._kept[ref])
+
     def push(self, *records: dict) -> None:
         for r in records:
-            self.on_record(copy.deepcopy(r))
+            self._kept.append(copy.deepcopy(r))
+            self.on_record(copy.deepcopy(r), len(self._kept) - 1)
 
 
 def app_for(path: Path, tmp_path: Path, **kw) -> InspectorApp:
@@ -356,6 +362,27 @@ def test_scrolling_up_stops_following_and_end_resumes(tmp_path, real, running_ap
     asyncio.run(run())
 
 
+def test_the_header_changes_with_the_table_in_one_frame(tmp_path, real, running_app):
+    """Moving off the newest row updates the header in the same call, not in a later
+    message: a frame drawn right after shows both (a message cost a second frame, ~30 ms
+    later in a real terminal)."""
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with running_app(app, SIZE) as ui:
+            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(5)))
+            await ui.wait_for(lambda: app.table.current_index == 4, what="the cursor on the newest row")
+            assert app.status.follow
+            app.table.move_cursor(2)  # what up does; nothing is awaited before the check
+            assert not app.table.follow and not app.status.follow
+            app.table.action_last()
+            assert app.table.follow and app.status.follow
+            await ui.shows("at newest")
+
+    asyncio.run(run())
+
+
 # --- detail ---------------------------------------------------------------------------
 
 
@@ -577,7 +604,7 @@ def test_c_clears_everything_shown_and_waiting(tmp_path, records, running_app):
             await ui.wait_for(lambda: len(app.model.rows) == 1, what="the row after clear")
             await ui.press("enter")
             await ui.wait_for(lambda: app.detail.display, what="the detail pane")
-            assert app.detail.record_id == records[1]["id"]  # the spool was reset, not corrupted
+            assert app.detail.record_id == records[1]["id"]  # its own record, after the clear
 
     asyncio.run(run())
 

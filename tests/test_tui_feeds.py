@@ -7,16 +7,18 @@ import json
 import logging
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from inspector.records.jsonl import MAX_LINE, Entry, JsonlReader, Problem, parse_line, read_records
-from inspector.tui import FileFeed, InspectorApp, ProxyFeed
+from inspector.tui import FileFeed
 from inspector.tui.feeds import PROBLEMS_REPORTED
 from inspector.tui.header.status import status_text
-from inspector.tui.store import RecordSpool
 
-from .support import HOST, RunningUI, tls_through_proxy, wait_for
+from .support import HOST, RunningUI, live_proxy, tls_through_proxy, wait_for
 
 
 def rec(i: int, **extra) -> dict:
@@ -166,28 +168,11 @@ def test_follow_stops_when_the_file_is_replaced(tmp_path, caplog):
     assert any("stopped following" in r.getMessage() for r in caplog.records)
 
 
-# --- the spool ------------------------------------------------------------------------------
-
-
-def test_spool_keeps_records_out_of_memory_and_reads_them_back():
-    spool = RecordSpool()
-    try:
-        refs = [spool.write(rec(i, sni=f"ü{i}\x1b")) for i in range(3)]
-        assert [spool.read(r)["sni"] for r in refs] == ["ü0\x1b", "ü1\x1b", "ü2\x1b"]
-        spool.reset()
-        assert spool.size == 0
-        with pytest.raises(ValueError):
-            spool.read(refs[1])
-        assert spool.read(spool.write(rec(7)))["id"] == "t7"
-    finally:
-        spool.close()
-
-
-# --- the live proxy, in the UI's own event loop ------------------------------------------------
+# --- the live proxy's process and its UI ----------------------------------------------------
 
 
 async def _listening_port(ui: RunningUI) -> int:
-    """The port once the app's proxy listens (bounded: 10 s)."""
+    """The port once the app's feed says where the proxy listens (bounded: 10 s)."""
     app = ui.app
     await ui.wait_for(lambda: app.status.source.startswith("listening on") or app.start_error,
                       what="the proxy to listen")
@@ -195,89 +180,131 @@ async def _listening_port(ui: RunningUI) -> int:
     return int(app.status.source.rsplit(":", 1)[1])
 
 
-def test_proxy_feed_runs_the_proxy_in_the_ui_loop(tmp_path, strict_server, pki, running_app):
-    from inspector.mitm.addon import TunnelInspector
+def _good_and_no_sni(proxy_port: int, port: int, cafile: str) -> None:
+    with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=HOST):
+        pass
+    with pytest.raises(OSError):
+        with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=None):
+            pass
 
+
+def test_the_ui_shows_the_proxy_records_and_reads_them_back(tmp_path, strict_server, pki, running_app):
     port = strict_server.port
-    addon = TunnelInspector()
-    options = {"listen_host": "127.0.0.1", "listen_port": 0,
-               "inspector_connect_to": [f"{HOST}:{port}:127.0.0.1:{port}"]}
 
     async def run():
-        feed = ProxyFeed([addon], options, addon.stream)
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
-        async with running_app(app) as ui:
-            proxy_port = await _listening_port(ui)
+        async with live_proxy({"inspector_connect_to": [f"{HOST}:{port}:127.0.0.1:{port}"]}) as proxy:
+            app = await proxy.ui(tmp_path, tmp_path / "ui.log")
+            async with running_app(app) as ui:
+                proxy_port = await _listening_port(ui)
+                assert proxy_port == proxy.port
+                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await ui.wait_for(lambda: len(app.model.rows) >= 2, 20, "both records in the table")
+                rows = {r.sni: r for r in app.model.rows}
+                assert rows[HOST].outcome.startswith("established")
+                assert "sni-missing" in dict(rows["(none)"].codes)
+                await ui.press("f")  # the flagged one only; enter reads it back from the spool
+                await ui.press("enter")
+                await ui.wait_for(lambda: app.detail.display, what="the detail pane")
+                assert app.detail.record_id == rows["(none)"].id
+                assert "sni-missing" in ui.text()
 
-            def client():
-                with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=HOST):
-                    pass
-                with pytest.raises(OSError):
-                    with tls_through_proxy(proxy_port, HOST, port, cafile=pki["root_pem"], sni=None):
-                        pass
+    asyncio.run(run())
 
-            await asyncio.to_thread(client)
-            await ui.wait_for(lambda: len(app.model.rows) >= 2, 20, "both records in the table")
-            rows = {r.sni: r for r in app.model.rows}
-            assert rows[HOST].outcome.startswith("established") and rows[HOST].spooled
-            assert "sni-missing" in dict(rows["(none)"].codes)
-            await ui.press("f")  # the flagged one only; enter reads it back from the spool
-            await ui.press("enter")
-            await ui.wait_for(lambda: app.detail.display, what="the detail pane")
-            assert app.detail.record_id == rows["(none)"].id
-        # the proxy stopped with the app: its port is free again
-        with socket.socket() as s:
-            assert s.connect_ex(("127.0.0.1", proxy_port)) != 0
+
+def test_a_new_ui_sees_every_record_once_and_the_proxy_never_waited(tmp_path, strict_server, pki,
+                                                                     running_app):
+    """A UI that goes away (a crash) and a new one: the new UI shows every record so far,
+    each once, and the tunnels made with no UI connected are among them."""
+    port = strict_server.port
+
+    async def run():
+        async with live_proxy({"inspector_connect_to": [f"{HOST}:{port}:127.0.0.1:{port}"]}) as proxy:
+            first = await proxy.ui(tmp_path)
+            async with running_app(first) as ui:
+                proxy_port = await _listening_port(ui)
+                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await ui.wait_for(lambda: len(first.model.rows) == 2, 20, "2 rows in the first UI")
+            proxy.host.disconnect(proxy.link)  # as the supervisor does when a UI process ends
+            for _ in range(3):  # no UI at all meanwhile
+                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+            second = await proxy.ui(tmp_path)
+            async with running_app(second) as ui:
+                await ui.shows(" 8 tunnels")
+                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await ui.shows(" 10 tunnels")
+                ids = [r.id for r in second.model.rows]
+                assert len(ids) == len(set(ids)) == 10
+                assert ids[:2] == [r.id for r in first.model.rows]
 
     asyncio.run(run())
 
 
 def test_connects_refused_by_proxy_auth_are_counted_in_the_header(tmp_path, running_app):
-    """A 407 opens no tunnel, so no row: the header's count is what shows a client that
-    never sends credentials."""
-    from inspector.mitm.addon import TunnelInspector
-
-    addon = TunnelInspector()
-    options = {"listen_host": "127.0.0.1", "listen_port": 0, "proxyauth": "u:secret"}
+    """A 407 opens no tunnel, so no row: the header's count, sent by the proxy's process,
+    is what shows a client that never sends credentials."""
 
     async def run():
-        feed = ProxyFeed([addon], options, addon.stream)
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=tmp_path / "ui.log")
-        async with running_app(app) as ui:
-            proxy_port = await _listening_port(ui)
+        async with live_proxy({"proxyauth": "u:secret"}) as proxy:
+            app = await proxy.ui(tmp_path)
+            async with running_app(app) as ui:
+                proxy_port = await _listening_port(ui)
 
-            def refused() -> bytes:
-                with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
-                    s.sendall(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
-                    return s.recv(100)
+                def refused() -> bytes:
+                    with socket.create_connection(("127.0.0.1", proxy_port), timeout=5) as s:
+                        s.sendall(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+                        return s.recv(100)
 
-            for _ in range(2):
-                assert (await asyncio.to_thread(refused)).startswith(b"HTTP/1.1 407")
-            await ui.shows("auth refused 2")
-            assert "auth refused 2" in status_text(app.model, app.status).plain
-            assert not app.model.rows
+                for _ in range(2):
+                    assert (await asyncio.to_thread(refused)).startswith(b"HTTP/1.1 407")
+                await ui.shows("auth refused 2")
+                assert "auth refused 2" in status_text(app.model, app.status).plain
+                assert not app.model.rows
 
     asyncio.run(run())
 
 
-def test_proxy_feed_that_cannot_listen_ends_the_app_with_the_reason(tmp_path, running_app):
-    from inspector.mitm.addon import TunnelInspector
+def test_the_proxy_asks_the_ui_to_quit(tmp_path, running_app):
+    async def run():
+        async with live_proxy({}) as proxy:
+            app = await proxy.ui(tmp_path)
+            async with running_app(app) as ui:
+                await _listening_port(ui)
+                proxy.link.send({"quit": True})
+                await ui.wait_for(lambda: app.return_code is not None, what="the UI to quit")
+            assert app.return_code == 0 and app.feed_lost is None
 
+    asyncio.run(run())
+
+
+def test_a_proxy_process_that_dies_ends_the_ui_with_one_sentence(tmp_path, running_app):
+    async def run():
+        async with live_proxy({}) as proxy:
+            app = await proxy.ui(tmp_path)
+            async with running_app(app) as ui:
+                await _listening_port(ui)
+                proxy.link.close()  # its end of the socket closes, as when the process dies
+                await ui.wait_for(lambda: app.return_code is not None, what="the UI to end")
+            assert app.return_code == 1
+            assert app.feed_lost == ("the proxy process ended unexpectedly: no new tunnels can be "
+                                     "shown (those so far are in --jsonl, if it was given)")
+            assert not proxy.host.spool_path.parent.exists()  # the UI removed what the proxy left
+
+    asyncio.run(run())
+
+
+def test_a_port_in_use_is_one_sentence_before_any_ui(tmp_path):
+    """Live mode (no --headless) with a busy port: the proxy fails to listen before a UI
+    is started, so no terminal is needed; one sentence, exit 2, as headless."""
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
-    addon = TunnelInspector()
-    options = {"listen_host": "127.0.0.1", "listen_port": busy.getsockname()[1]}
-
-    async def run():
-        app = InspectorApp(ProxyFeed([addon], options, addon.stream), export_dir=tmp_path, log_path=None)
-        async with running_app(app) as ui:
-            await ui.wait_for(lambda: app.start_error is not None, what="the start error")
-        return app
-
     try:
-        app = asyncio.run(run())
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "inspector.cli", "--listen-port", str(port)],
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     finally:
         busy.close()
-    assert app.return_code == 2
-    assert app.start_error == f"port {options['listen_port']} is in use: pick another with --listen-port"
+    assert r.returncode == 2
+    assert r.stderr == f"tunnel-inspector: port {port} is in use: pick another with --listen-port\n"
+    assert r.stdout == ""

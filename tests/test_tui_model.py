@@ -40,7 +40,7 @@ def finding(code, severity="error"):
 
 
 def build(record, ref=0):
-    return RowBuilder().build(record, ref, spooled=False)
+    return RowBuilder().build(record, ref)
 
 
 def test_sni_cell_states():
@@ -115,7 +115,7 @@ def test_the_detail_takes_any_json_value_where_a_record_has_a_string_or_bool():
 def test_filter_is_a_list_of_indices_and_keeps_up_with_new_rows():
     model = TunnelModel()
     b = RowBuilder()
-    rows = [b.build(rec(i, host=f"h{i % 3}.test", findings=[finding("expired")] if i % 2 else []), i, False)
+    rows = [b.build(rec(i, host=f"h{i % 3}.test", findings=[finding("expired")] if i % 2 else []), i)
             for i in range(10)]
     model.add(rows[:6])
     assert model.set_filter(flagged_only=True)
@@ -139,9 +139,9 @@ def test_hosts_aggregate_lazily_and_bound_their_sets():
     b = RowBuilder()
     # more distinct SNIs, client addresses and search texts than a host keeps
     over = HOST_SET_CAP + 50
-    rows = [b.build(rec(i, sni=f"s{i}.test", client=f"10.0.{i // 250}.{i % 250}:{40000 + i}"), i, False)
+    rows = [b.build(rec(i, sni=f"s{i}.test", client=f"10.0.{i // 250}.{i % 250}:{40000 + i}"), i)
             for i in range(over)]
-    rows.append(b.build(rec(999, sni=None, findings=[finding("sni-missing")]), 999, False))
+    rows.append(b.build(rec(999, sni=None, findings=[finding("sni-missing")]), 999))
     assert len({r.client.rsplit(":", 1)[0] for r in rows}) > HOST_SET_CAP
     model.add(rows)
     host = model.hosts["a.test:443"]
@@ -149,7 +149,7 @@ def test_hosts_aggregate_lazily_and_bound_their_sets():
     assert len(host.snis) == len(host.clients) == len(host.haystacks) == HOST_SET_CAP
     assert sum(host.snis.values()) == HOST_SET_CAP  # past the cap, a new SNI is not counted
     assert host.codes == {"sni-missing": 1}
-    model.add([b.build(rec(1000, host="b.test", findings=[finding("expired")]), 1000, False)])
+    model.add([b.build(rec(1000, host="b.test", findings=[finding("expired")]), 1000)])
     view = model.hosts_view()
     assert [h.target for h in view] == ["a.test:443", "b.test:443"]  # both errors; busier first
     model.set_filter(search="b.test")

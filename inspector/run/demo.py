@@ -119,29 +119,6 @@ class DemoLab:
         self._tmp.cleanup()
 
 
-class DemoFeed:
-    """The UI's feed for the demo: the proxy feed, plus the clients once it listens."""
-
-    def __init__(self, inner, clients: list[Client], port_of) -> None:
-        self._inner = inner
-        self._clients = clients
-        self._port_of = port_of
-        self._task: asyncio.Task | None = None
-
-    async def start(self, on_record) -> str:
-        status = await self._inner.start(on_record)
-        self._task = asyncio.create_task(run_clients(self._port_of(), self._clients))
-        return status + "  (demo: lab servers on 127.0.0.1, scripted clients)"
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self._inner.stop()
-
-    def stats(self) -> dict:
-        return self._inner.stats() if hasattr(self._inner, "stats") else {}
-
-
 async def run_demo_headless(args: argparse.Namespace, demo: DemoLab) -> int:
     from inspector.run.headless import run_headless
 
@@ -154,10 +131,9 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             return asyncio.run(run_demo_headless(args, demo))
-        from inspector.run.headless import mitm_options
         from inspector.run.live import run_live
 
-        return run_live(args, {**mitm_options(args), **demo.proxy_options()},
-                        wrap_feed=lambda feed, port_of: DemoFeed(feed, demo.clients, port_of))
+        return run_live(args, demo.proxy_options(), until=lambda port: run_clients(port, demo.clients),
+                        note="  (demo: lab servers on 127.0.0.1, scripted clients)")
     finally:
         demo.close()

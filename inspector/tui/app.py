@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,11 +32,10 @@ from inspector.records.escape import safe
 from inspector.records.export import export_flagged
 from inspector.tui.detail import DetailPane
 from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
-from inspector.tui.feeds import Feed, RereadableFeed
+from inspector.tui.feeds import Feed
 from inspector.tui.header import Status, StatusHeader, status_text
 from inspector.tui.hosts import HostsTable
 from inspector.tui.messages import (
-    FollowChanged,
     HostChosen,
     SearchChanged,
     TunnelChosen,
@@ -44,7 +43,6 @@ from inspector.tui.messages import (
 )
 from inspector.tui.model import RecordError, RowBuilder, TunnelModel, TunnelRow
 from inspector.tui.search import SearchBar
-from inspector.tui.store import RecordSpool
 from inspector.tui.table import TunnelTable
 
 log = logging.getLogger(__name__)
@@ -72,7 +70,9 @@ class InspectorApp(App[int]):
     """`InspectorApp(feed, export_dir=Path)`; see feeds.py for what a feed is.
 
     On a feed that fails to start the app exits with return code 2, and
-    `start_error` holds the reason for the caller to print (run.py does).
+    `start_error` holds the reason for the caller to print (run/ui.py does). A feed
+    with `async ended() -> str | None` ends the app when it returns: in order (None,
+    the proxy asked), or lost (return code 1, the reason in `feed_lost`).
     """
 
     CSS_PATH = "app.tcss"
@@ -91,24 +91,22 @@ class InspectorApp(App[int]):
     ]
 
     def __init__(self, feed: Feed, export_dir: Path | None = None, *,
-                 log_path: Path | None | _Default = _DEFAULT, flush_interval: float = 0.15,
-                 quit_after: float | None = None) -> None:
+                 log_path: Path | None | _Default = _DEFAULT, flush_interval: float = 0.15) -> None:
         """log_path: where log records go while the UI runs (default: the user's state
-        directory; None: the event-log panel only). quit_after: seconds, then exit."""
+        directory; None: the event-log panel only)."""
         super().__init__()
         self.feed = feed
-        self.quit_after = quit_after
         self.export_dir = Path(export_dir) if export_dir is not None else Path.cwd()
         self.flush_interval = flush_interval
         self.model = TunnelModel()
         self.status = Status()
         self.paused = False
         self.start_error: str | None = None
+        self.feed_lost: str | None = None
         self.last_export: tuple[Path, int] | None = None
         self._builder = RowBuilder()
         self._pending: deque[TunnelRow] = deque()
-        self._lock = threading.Lock()  # pending + spool, against a feed thread
-        self._spool: RecordSpool | None = None
+        self._lock = threading.Lock()  # pending, against a feed thread
         self._router = LogRouter(default_log_path() if log_path is _DEFAULT else log_path)
         self._feed_started = False
         self._stopped = False
@@ -159,14 +157,13 @@ class InspectorApp(App[int]):
         # being torn down, when a query would find nothing.
         self._widgets = {w.id: w for w in self.query(
             "#tunnels, #hosts, #detail, #search, #eventlog, #status")}
+        self.watch(self.table, "follow", self._render_status, init=False)
         self._router.install()
         if self._router.file_error:
             log.warning("%s", self._router.file_error)
         elif self._router.log_path is not None:
             log.info("log file: %s", self._router.log_path)
         self.set_interval(self.flush_interval, self.flush)
-        if self.quit_after is not None:
-            self.set_timer(self.quit_after, self.action_quit)
         self._catch_sigterm(True)
         self._render_status()
         self.run_worker(self._start_feed(), name="feed start", exit_on_error=False)
@@ -184,6 +181,19 @@ class InspectorApp(App[int]):
         self._feed_started = True
         log.info("%s", self.status.source)
         self._render_status()
+        ended = getattr(self.feed, "ended", None)
+        if callable(ended):
+            self.run_worker(self._until_feed_ends(ended()), name="feed end", exit_on_error=False)
+
+    async def _until_feed_ends(self, ended: Awaitable[str | None]) -> None:
+        lost = await ended
+        if lost is None:
+            await self.action_quit()
+            return
+        self.feed_lost = " ".join(lost.split())
+        log.error("%s", self.feed_lost)
+        await self._stop_feed()
+        self.exit(return_code=1)  # the caller says why, on the restored terminal
 
     async def _stop_feed(self) -> None:
         if self._stopped:
@@ -196,8 +206,6 @@ class InspectorApp(App[int]):
                 log.exception("stopping the feed failed")
         self._catch_sigterm(False)
         self._router.uninstall()
-        if self._spool is not None:
-            self._spool.close()
 
     def _catch_sigterm(self, on: bool) -> None:
         """SIGTERM ends the UI like q does: feed stopped, terminal restored."""
@@ -219,20 +227,15 @@ class InspectorApp(App[int]):
 
     # --- records in -------------------------------------------------------------------
 
-    def _on_record(self, record: Mapping[str, Any], ref: int | None = None) -> None:
+    def _on_record(self, record: Mapping[str, Any], ref: int) -> None:
         """The feed's callback. Any thread; cheap: build a row, queue it."""
-        spooled = ref is None
         try:
-            row = self._builder.build(record, -1 if ref is None else ref, spooled)
+            row = self._builder.build(record, ref)
         except RecordError as e:
             rid = record.get("id") if isinstance(record, dict) else "?"
             log.warning("tunnel %s skipped: %s", safe(rid), e)
             return
         with self._lock:
-            if spooled:
-                if self._spool is None:
-                    self._spool = RecordSpool()
-                row.ref = self._spool.write(record)
             self._pending.append(row)
 
     def flush(self) -> None:
@@ -293,13 +296,8 @@ class InspectorApp(App[int]):
     # --- full records -----------------------------------------------------------------
 
     def record_for(self, row: TunnelRow) -> dict:
-        """The full record behind a row (re-read from the file or the spool)."""
-        if row.spooled:
-            assert self._spool is not None
-            record = self._spool.read(row.ref)
-        else:
-            assert isinstance(self.feed, RereadableFeed)  # only such a feed passes a ref
-            record = self.feed.read_record(row.ref)
+        """The full record behind a row, read again from the feed (a file, the proxy's spool)."""
+        record = self.feed.read_record(row.ref)
         if safe(record.get("id")) != row.id:
             raise ValueError("the record is no longer where it was read (the file changed)")
         return record
@@ -325,10 +323,6 @@ class InspectorApp(App[int]):
     def _tunnel_highlighted(self, message: TunnelHighlighted) -> None:
         if self.detail.display and message.index is not None:
             self._show_detail(message.index)
-
-    @on(FollowChanged)
-    def _follow_changed(self) -> None:
-        self._render_status()
 
     @on(HostChosen)
     def _host_chosen(self, message: HostChosen) -> None:
@@ -387,8 +381,6 @@ class InspectorApp(App[int]):
     def action_clear(self) -> None:
         with self._lock:
             self._pending.clear()
-            if self._spool is not None:
-                self._spool.reset()
         self.model.clear()
         self._frozen_at = 0
         self.detail.display = False

@@ -1,4 +1,4 @@
-"""Where the UI's records come from: the live proxy, or a recorded JSON Lines file.
+"""Where the UI's records come from: the live proxy's process, or recorded JSON Lines files.
 
 A feed is any object with
 
@@ -6,17 +6,19 @@ A feed is any object with
                                     # "listening on 127.0.0.1:8080"; raises with a
                                     # clear message if it cannot start
     async stop() -> None
+    read_record(ref) -> dict        # the full record again: the UI keeps only the ref
     stats() -> dict                 # optional: shown in the header
+    async ended() -> str | None     # optional: see InspectorApp
 
-`on_record(record)` may be called from any thread, once per finished record. A feed
-that can read a record again (a file) passes a second argument, `ref`, and implements
-`read_record(ref) -> dict`; the UI then keeps only the ref. Otherwise the UI spools it.
+`on_record(record, ref)` may be called from any thread, once per finished record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,15 +27,15 @@ from typing import Protocol, runtime_checkable
 
 from inspector.records.escape import safe
 from inspector.records.jsonl import Entry, JsonlReader
-from inspector.records.record import host_port
-from inspector.records.stream import RecordStream
 
 log = logging.getLogger(__name__)
 
-OnRecord = Callable[..., None]
+OnRecord = Callable[[dict, int], None]
 
 # Problems in a file are reported one by one up to this many, then only counted.
 PROBLEMS_REPORTED = 20
+# A message from the proxy's process is a line of figures or one log entry.
+MAX_MESSAGE = 1 << 20
 
 
 class FeedError(Exception):
@@ -46,57 +48,108 @@ class Feed(Protocol):
 
     async def stop(self) -> None: ...
 
-
-@runtime_checkable
-class RereadableFeed(Feed, Protocol):
-    """A feed that can read a record again by its ref (a file): the UI keeps only the ref."""
-
     def read_record(self, ref: int) -> dict: ...
 
 
 class ProxyFeed:
-    """The proxy, running inside the UI's own event loop (one process, one loop).
+    """The live proxy, running in its own process (inspector/run/uihost.py).
 
-    Records come from the addon's RecordStream; the UI subscribes before the proxy
-    listens, so no tunnel is missed. `stats()` merges the `stats()` of every addon
-    that has one (the chain prober reports probes in flight and cache hits there).
+    Over `sock` (one JSON object per line) the proxy sends where it listens and the
+    path of its record spool first, then its header figures, its log entries, and
+    `quit`. The records themselves are read from the spool as `open --follow` reads a
+    file (a FileFeed), so the UI keeps only offsets and a new UI sees every record
+    from the first. `ended()` returns None when the proxy asks the UI to quit, or one
+    sentence when the proxy went away without asking.
     """
 
     empty_text = "no tunnels yet: point a client's HTTPS proxy at the address above"
 
-    def __init__(self, addons: list, options: dict, stream: RecordStream, *,
-                 intercept: bool = False) -> None:
-        from inspector.mitm.embed import Proxy  # mitmproxy: not imported by `open`
-
-        self._addons = addons
-        self._stream = stream
-        self._proxy = Proxy(addons, options, intercept=intercept)
-        self._sink: OnRecord | None = None
-        self.address: tuple[str, int] | None = None  # where it listens, once started
+    def __init__(self, sock: socket.socket, poll_interval: float = 0.05) -> None:
+        self._sock = sock
+        self._poll_interval = poll_interval
+        self._records: FileFeed | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._listener: asyncio.Task | None = None
+        self._end: asyncio.Future[str | None] | None = None
+        self._stats: dict = {}
 
     async def start(self, on_record: OnRecord) -> str:
-        self._sink = on_record
-        self._stream.subscribe(on_record)
-        try:
-            host, port = await self._proxy.start()
-        except BaseException:
-            self._stream.unsubscribe(on_record)
-            raise
-        self.address = (host, port)
-        return f"listening on {host_port(host, port)}"
+        self._end = asyncio.get_running_loop().create_future()
+        reader, self._writer = await asyncio.open_unix_connection(sock=self._sock, limit=MAX_MESSAGE)
+        hello = await self._message(reader)
+        if hello is None or not isinstance(hello.get("spool"), str):
+            raise FeedError("the proxy process ended before the UI could start")
+        self._records = FileFeed(hello["spool"], follow=True, poll_interval=self._poll_interval)
+        await self._records.start(on_record)
+        self._listener = asyncio.create_task(self._listen(reader))
+        return str(hello.get("source"))
 
-    async def stop(self) -> None:
-        await self._proxy.stop()
-        if self._sink is not None:
-            self._stream.unsubscribe(self._sink)
+    async def _message(self, reader: asyncio.StreamReader) -> dict | None:
+        """The next message; None at the end of the stream (the proxy is gone)."""
+        while True:
+            try:
+                line = await reader.readline()
+            except (OSError, ValueError) as e:  # ValueError: a line over MAX_MESSAGE
+                log.warning("the proxy's message could not be read: %s", e)
+                return None
+            if not line:
+                return None
+            try:
+                message = json.loads(line)
+            except ValueError:
+                log.warning("a message from the proxy is not JSON: %s", safe(line[:80]))
+                continue
+            if isinstance(message, dict):
+                return message
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        assert self._end is not None
+        while (message := await self._message(reader)) is not None:
+            if isinstance(message.get("stats"), dict):
+                self._stats = message["stats"]
+            if isinstance(entry := message.get("log"), list) and len(entry) == 3:
+                level, name, text = entry
+                logging.getLogger(str(name)).log(int(level), "%s", text)
+            if message.get("quit"):
+                break
+        else:
+            self._remove_spool()
+            if not self._end.done():
+                self._end.set_result("the proxy process ended unexpectedly: no new tunnels "
+                                     "can be shown (those so far are in --jsonl, if it was given)")
+            return
+        if not self._end.done():
+            self._end.set_result(None)
+
+    def _remove_spool(self) -> None:
+        """A proxy that died left its spool behind: this UI is the last to use it (the
+        open file stays readable), so remove it and its private directory."""
+        assert self._records is not None
+        try:
+            self._records.path.unlink()
+            self._records.path.parent.rmdir()
+        except OSError as e:
+            log.warning("could not remove %s: %s", safe(self._records.path), e.strerror or e)
+
+    async def ended(self) -> str | None:
+        assert self._end is not None
+        return await self._end
+
+    def read_record(self, ref: int) -> dict:
+        assert self._records is not None
+        return self._records.read_record(ref)
 
     def stats(self) -> dict:
-        merged: dict = {}
-        for addon in self._addons:
-            stats = getattr(addon, "stats", None)
-            if callable(stats):
-                merged.update(stats())
-        return merged
+        loading = self._records.stats().get("loading") if self._records else None
+        return {**self._stats, "loading": loading} if loading else dict(self._stats)
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+        if self._records is not None:
+            await self._records.stop()
+        if self._writer is not None:
+            self._writer.close()
 
 
 class FileFeed:

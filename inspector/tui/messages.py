@@ -29,16 +29,6 @@ class HostChosen(Message):
 
 
 @dataclass
-class FollowChanged(Message):
-    """The tunnel table started or stopped following the newest tunnel."""
-
-    follow: bool
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, FollowChanged)
-
-
-@dataclass
 class SearchChanged(Message):
     """The search text changed (debounced); `done` when the user pressed enter."""
 

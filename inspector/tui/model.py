@@ -3,7 +3,7 @@
 A record dict costs ~8 KB in memory; 100k of them would not fit the UI's budget. So
 the UI keeps a `TunnelRow` per tunnel: the cells it draws, already escaped with
 `inspector.records.escape.safe`, and a `ref` to re-read the full record on demand (from the
-file being opened, or from the UI's spool). Strings that repeat across tunnels (hosts,
+file being opened, or from the proxy's spool). Strings that repeat across tunnels (hosts,
 outcomes, codes) are shared. Filtering is a list of row indices, rebuilt by one pass
 over the rows; no widget is rebuilt.
 """
@@ -73,8 +73,7 @@ class TunnelRow:
     severity: int  # worst severity rank, NO_SEVERITY without findings
     flagged: bool
     haystack: str  # lowercase: target, SNI, stack, source, codes, certificate subjects
-    ref: int  # where the full record can be read again
-    spooled: bool  # ref is into the UI's spool, not the feed
+    ref: int  # where the feed can read the full record again
     source: str = ""  # the record file it came from, when several are open
 
     @property
@@ -135,13 +134,13 @@ class RowBuilder:
         self._memos: tuple[dict[Any, Any], ...] = (self._targets, self._snis, self._findings, self._outcomes,
                        self._chains, self._haystacks)
 
-    def build(self, record: Mapping[str, Any], ref: int, spooled: bool) -> TunnelRow:
+    def build(self, record: Mapping[str, Any], ref: int) -> TunnelRow:
         try:
-            return self._build(record, ref, spooled)
+            return self._build(record, ref)
         except (KeyError, TypeError, AttributeError) as e:
             raise RecordError(f"malformed tunnel record ({type(e).__name__}: {safe(e, 80)})") from None
 
-    def _build(self, record: Mapping[str, Any], ref: int, spooled: bool) -> TunnelRow:
+    def _build(self, record: Mapping[str, Any], ref: int) -> TunnelRow:
         if len(self._haystacks) > self._MEMO_CAP:
             for memo in self._memos:  # memos save time and memory; never needed for correctness
                 memo.clear()
@@ -213,7 +212,7 @@ class RowBuilder:
         return TunnelRow(
             _fast_safe(get("id")), _fast_safe(get("started")), _fast_safe(get("client")) or "-",
             stack, target, sni_text, sni_state, outcome, verdict, codes, severity, flagged,
-            haystack, ref, spooled, source,
+            haystack, ref, source,
         )
 
 

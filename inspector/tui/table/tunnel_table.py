@@ -14,8 +14,9 @@ from collections.abc import Hashable
 from rich.style import Style
 from textual import events
 from textual.binding import Binding
+from textual.reactive import reactive
 
-from inspector.tui.messages import FollowChanged, TunnelChosen, TunnelHighlighted
+from inspector.tui.messages import TunnelChosen, TunnelHighlighted
 from inspector.tui.model import (
     ERROR,
     SNI_ABSENT,
@@ -52,11 +53,14 @@ class TunnelTable(VirtualTable):
     }
     """
     EMPTY_TEXT = "no tunnels yet"
+    # Whether the cursor stays on the newest tunnel. Watched, not messaged: a watcher runs
+    # as it changes, so the header says so in the same frame as the table moves (a
+    # message was handled after that frame, and the next one came ~30 ms later).
+    follow = reactive(True, repaint=False)
 
     def __init__(self, model: TunnelModel, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = model
-        self.follow = True
 
     def show_source(self) -> None:
         """Several record files are open: each row names its file (dropped first when the
@@ -116,25 +120,18 @@ class TunnelTable(VirtualTable):
             self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def set_follow(self, follow: bool) -> None:
-        if follow != self.follow:
-            self.follow = follow
-            self.post_message(FollowChanged(follow))
+        self.follow = follow
         if follow and self.row_count():
             self.move_cursor(self.row_count() - 1, by_user=False)
             self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def cursor_moved(self, by_user: bool) -> None:
         if by_user:
-            at_end = self.cursor >= self.row_count() - 1
-            if at_end != self.follow:
-                self.follow = at_end
-                self.post_message(FollowChanged(at_end))
+            self.follow = self.cursor >= self.row_count() - 1
         self.post_message(TunnelHighlighted(self.current_index))
 
     def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
-        if self.follow:
-            self.follow = False
-            self.post_message(FollowChanged(False))
+        self.follow = False
 
     @property
     def current_index(self) -> int | None:
