@@ -132,15 +132,15 @@ def test_a_ui_killed_mid_run_is_restarted_no_tunnel_cut_no_record_lost(
         long_lived.sendall(b"before")
         assert long_lived.recv(100) == b"before"
         _good_and_no_sni(port, strict, pki["root_pem"])
-        t.shows(" 3 tunnels", "sni-missing", "tunnels open 0", "probes in flight 0")
+        t.shows(" 3 tunnels", "sni-missing", "tunnels open 1", "probes in flight 0")
         ui = t.ui_pid()
         os.kill(ui, signal.SIGKILL)  # the UI dies as a crash would
-        t.shows("killed by SIGKILL", " 3 tunnels", "tunnels open 0", "probes in flight 0")
+        t.shows("killed by SIGKILL", " 3 tunnels", "tunnels open 1", "probes in flight 0")
         assert t.ui_pid() != ui
         long_lived.sendall(b"after")  # the tunnel opened before the crash still relays
         assert long_lived.recv(100) == b"after"
         _good_and_no_sni(port, strict, pki["root_pem"])
-    screen = t.shows(" 5 tunnels", "sni-missing 2")
+    screen = t.shows(" 5 tunnels", "sni-missing 2", "tunnels open 0")
     assert "\x1b" not in screen and "Traceback" not in screen
     t.keys("q")
     assert t.exit_code() == 1  # --fail-on error: the missing SNI, as headless would say

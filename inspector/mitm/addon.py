@@ -71,6 +71,9 @@ class TunnelInspector:
         # by our layer for its whole life, its record written or not (a ClientHello that
         # comes after --handshake-timeout must still reach the server, not mitmproxy's TLS).
         self._connects: dict[str, int] = {}
+        # client ids whose CONNECT was let through, until the client leaves: the header's
+        # "tunnels open" (a tunnel handed to the fast relay is still open, its record written).
+        self._open: set[str] = set()
         self._judging: set[asyncio.Task] = set()
         self._connect_to = ConnectTo([])
         self._jsonl: JsonlSink | None = None
@@ -93,9 +96,9 @@ class TunnelInspector:
         return self._jsonl
 
     def stats(self) -> dict:
-        """For the UI's header: tunnels in progress, connections closed without a record,
-        and the chain stage's probe figures."""
-        out = {"tunnels_open": len(self._live)} | self.unrecorded.nonzero()
+        """For the UI's header: tunnels open, connections closed without a record, and the
+        chain stage's probe figures."""
+        out = {"tunnels_open": len(self._open)} | self.unrecorded.nonzero()
         return out | (self.judge.stats() if self.judge else {})
 
     # --- options -------------------------------------------------------------------
@@ -198,6 +201,8 @@ class TunnelInspector:
         if flow.response is None and (reason := self._loop_reason(*live.target)):
             self._loops[client.id] = reason
             flow.response = _loop_response(reason)
+        if flow.response is None:
+            self._open.add(client.id)
         timeout = ctx.options.inspector_handshake_timeout
         live.timer = asyncio.get_running_loop().call_later(timeout, self._timed_out, client.id, timeout)
 
@@ -219,6 +224,7 @@ class TunnelInspector:
 
     def http_connect_error(self, flow: http.HTTPFlow) -> None:
         cid = flow.client_conn.id
+        self._open.discard(cid)
         looped = self._loops.pop(cid, None)
         live = self._live.get(cid)
         if live is None:
@@ -372,6 +378,7 @@ class TunnelInspector:
         # The safety net: whatever path a tunnel took, it gets its record here at the latest.
         self._closed(client.id)
         self._connects.pop(client.id, None)
+        self._open.discard(client.id)
         opening = self._opening.pop(client.id, None)
         left_mid_head = client.id in self._left_mid_head_ids
         self._left_mid_head_ids.discard(client.id)
