@@ -90,7 +90,10 @@ def _children(pid: int, marker: str) -> list[int]:
 
 
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:  # reaped, possibly between two looks
+        return False
 
 
 @pytest.fixture
