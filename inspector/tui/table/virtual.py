@@ -243,11 +243,17 @@ class VirtualTable(ScrollView, can_focus=True):
     def move_cursor(self, pos: int, *, by_user: bool = True) -> None:
         count = self.row_count()
         pos = max(0, min(pos, count - 1)) if count else 0
-        old = self.cursor
+        old, top = self.cursor, round(self.scroll_y)
         self.cursor = pos
         self.scroll_to_cursor()
         if pos != old:
-            self.refresh()
+            if round(self.scroll_y) == top:
+                # Only the two cursor rows changed: a keypress redraws 2 lines, not the
+                # table (line 0 is the header, so row `pos` is virtual line pos + 1).
+                self.refresh_line(old + 1)
+                self.refresh_line(pos + 1)
+            else:
+                self.refresh()
         self.cursor_moved(by_user)
 
     def scroll_to_cursor(self) -> None:
