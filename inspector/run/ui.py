@@ -22,10 +22,10 @@ from inspector.tui.feeds import ProxyFeed
 
 EXIT_PROXY_LOST = 1
 # The UI yields the CPU to the proxy (its parent, nice 0): on a busy machine the
-# tunnels go first and the screen lags, not the other way round. Under 200 tunnels/s on
-# 2 cores a tunnel's p50 went from 31-35 ms to 6-11 ms (headless: 7-9 ms), keypresses
-# unchanged (bench_ui.py --section live).
-UI_NICE = 10
+# tunnels go first and the screen lags a little. Under 200 tunnels/s on 2 cores a
+# tunnel's p50 was 43-79 ms at nice 0, 11-21 ms at 5, 16-32 ms at 10 (headless 13-25
+# ms); at 10 a keypress that repaints the table waited longest (bench_ui.py).
+UI_NICE = 5
 
 
 def run_app(app: InspectorApp) -> int:
