@@ -692,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
         summary["live_targets"] = live["targets"]
         summary["live_pass"] = live["pass"]
     if args.section == "live":
-        RESULTS.write_text(json.dumps(summary, indent=2) + "\n")
+        # the figures of the open section, from an earlier run, stay in the file
+        kept = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        RESULTS.write_text(json.dumps({**kept, **summary}, indent=2) + "\n")
         print(f"results: {RESULTS}")
         return 0 if all(summary["live_pass"].values()) else 1
 

@@ -176,3 +176,25 @@ def test_a_signal_to_the_proxy_stops_both_with_the_summary(terminal, sig):
     screen = t.screen()
     assert "0 tunnels, 0 flagged" in screen and "Traceback" not in screen
     assert not _alive(ui)
+
+
+def _nice(pid: int) -> set[int]:
+    """The nice value of each thread of `pid` (a thread has its own)."""
+    values = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            values.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+        except OSError:
+            continue  # the thread ended meanwhile
+    return values
+
+
+def test_the_ui_yields_the_cpu_to_the_proxy(terminal):
+    from inspector.run.ui import UI_NICE
+
+    t = terminal()
+    t.shows("listening on 127.0.0.1:", "no tunnels yet")  # the UI's feed thread runs
+    proxy, ui = t.proxy_pid(), t.ui_pid()
+    assert UI_NICE > 0
+    assert _nice(proxy) == {0}
+    assert _nice(ui) == {UI_NICE}  # every thread, the feed reader's too

@@ -630,6 +630,59 @@ def test_records_arrive_in_batches_not_one_update_each(tmp_path, real, running_a
     asyncio.run(run())
 
 
+
+def test_a_steady_flow_is_applied_every_other_tick_and_a_key_goes_first(tmp_path, real, running_app):
+    """Each apply repaints the whole table: under a flood at most one per APPLY_GAP, and
+    none within KEY_FIRST after a key, so the key's redraw is drawn alone."""
+    from inspector.tui.app import APPLY_GAP, KEY_FIRST
+
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        applied: list[float] = []
+        add = app.model.add
+
+        def timed_add(batch):
+            applied.append(loop.time())
+            return add(batch)
+
+        loop = asyncio.get_running_loop()
+        app.model.add = timed_add
+        keyed: list[float] = []
+        cursor = None
+        async with running_app(app, SIZE) as ui:
+            cursor = app.table.action_cursor
+
+            def timed_cursor(delta):
+                keyed.append(loop.time())
+                cursor(delta)
+
+            app.table.action_cursor = timed_cursor
+            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+
+            async def flood():  # a record every 20 ms, as 50 tunnels/s would
+                for i in range(150):
+                    feed.push({**real["ok"], "id": f"f{i}"})
+                    await asyncio.sleep(0.02)
+
+            pushing = asyncio.ensure_future(flood())
+            for _ in range(3):  # a key when the next tick is due to apply rows
+                count = len(applied)
+                await ui.wait_for(lambda: len(applied) > count, what="an apply")
+                await ui.wait_for(lambda: loop.time() >= applied[-1] + APPLY_GAP + 0.01,
+                                  what="the next apply to be due")
+                await ui.press("up")
+                await ui.wait_for(lambda: applied[-1] > keyed[-1], what="an apply after the key")
+            await pushing
+            await ui.wait_for(lambda: len(app.model.rows) == 150, what="every row")
+        gaps = [b - a for a, b in zip(applied, applied[1:])]
+        assert len(applied) >= 5 and min(gaps) >= APPLY_GAP - 0.01, gaps
+        for key in keyed:
+            after = min(t for t in applied if t > key)
+            assert after - key >= KEY_FIRST - 0.02, (key, applied)
+
+    asyncio.run(run())
+
 # --- export ---------------------------------------------------------------------------
 
 

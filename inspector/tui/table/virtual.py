@@ -243,11 +243,17 @@ class VirtualTable(ScrollView, can_focus=True):
     def move_cursor(self, pos: int, *, by_user: bool = True) -> None:
         count = self.row_count()
         pos = max(0, min(pos, count - 1)) if count else 0
-        old = self.cursor
+        old, top = self.cursor, round(self.scroll_y)
         self.cursor = pos
         self.scroll_to_cursor()
         if pos != old:
-            self.refresh()
+            if round(self.scroll_y) == top:
+                # Only the two cursor rows changed: a keypress redraws 2 lines, not the
+                # table (line 0 is the header, so row `pos` is virtual line pos + 1).
+                self.refresh_line(old + 1)
+                self.refresh_line(pos + 1)
+            else:
+                self.refresh()
         self.cursor_moved(by_user)
 
     def scroll_to_cursor(self) -> None:
@@ -317,19 +323,31 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def _row(self, pos: int, state: int, widths: list[int], width: int) -> Strip:
         cells, row_style = self.row_parts(pos)
+        # Layered once per row, not per segment in three passes: the widget's style,
+        # then the cursor's, then the row's colour; a cell's own style overrides them.
+        base = self.rich_style
+        if state:
+            base += self.style("cursor" if state == 1 else "cursor-blurred")
+        if row_style is not None:
+            base += row_style
         segments = [Segment(" " * PAD)]
         shown = [(c, p, w) for c, p, w in zip(self.COLUMNS, cells, widths) if w]
         for i, (column, parts, w) in enumerate(shown):
             if i:
                 segments.append(Segment(" " * GAP))
             segments += fit(parts, w, column.right, column.middle)
-        strip = Strip(segments).adjust_cell_length(width)
-        if row_style is not None:
-            # The row's colour under each cell's own style: a cell may override it.
-            strip = Strip(
-                [Segment(t, row_style + s if s else row_style, c) for t, s, c in strip],
-                strip.cell_length,
-            )
-        if state:
-            strip = strip.apply_style(self.style("cursor" if state == 1 else "cursor-blurred"))
-        return strip.apply_style(self.rich_style)
+        # Neighbours with the same style become one segment: every later stage of a
+        # repaint (Textual's line cache, filters, the compositor) costs per segment.
+        merged: list[Segment] = []
+        text, style = "", base
+        for segment in segments:
+            s = base + segment.style if segment.style else base
+            if s == style:
+                text += segment.text
+                continue
+            if text:
+                merged.append(Segment(text, style))
+            text, style = segment.text, s
+        if text:
+            merged.append(Segment(text, style))
+        return Strip(merged).adjust_cell_length(width, base)
