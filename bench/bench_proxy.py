@@ -8,15 +8,17 @@
    `tunnel-inspector --headless` (its default relay, and the other relays: short tunnels
    must not pay for a hand-over), sequential and 20 at a time; the variants alternate
    round by round so machine drift hits all of them alike. Ratios are per round.
-   bulk: MB/s through one tunnel after the handshake (download, upload, 8 parallel) and
+2. bulk: MB/s through one tunnel after the handshake (download, upload, 8 parallel) and
    the proxy's CPU s/GB: direct, mitmdump, and each relay (splice, protocol, layers).
-   idle memory: RSS added per idle TLS tunnel, mitmdump and each relay.
-2. verdict: the chain verdict's cost per chain (all profiles), from the chain lab.
-3. cache: 1,000 tunnels over 10 hosts judged at once -> probes actually made.
-4. load: 10,000 tunnels (50 at a time) to good and broken hosts through one
+3. idle memory: RSS added per idle TLS tunnel, mitmdump and each relay.
+4. verdict: the chain verdict's cost per chain (all profiles), from the chain lab; a
+   known chain with a new SNI; a new rejected chain with mozilla + one client profile;
+   the first tunnel to a new host against a second one, through the proxy.
+5. cache: 1,000 tunnels over 10 hosts judged at once -> probes actually made.
+6. load: 10,000 tunnels (50 at a time) to good and broken hosts through one
    inspector: records written, duplicates, the proxy still answering, and its RSS
    after 1,000 and after 10,000 tunnels.
-5. ui: bench/bench_ui.py's figures (open of 100k records, a 300-record batch; live mode
+7. ui: bench/bench_ui.py's figures (open of 100k records, a 300-record batch; live mode
    under 200 tunnels/s vs headless, keypress to redraw).
 Prints a table and writes bench/results.json.
 """
