@@ -194,21 +194,27 @@ def pct(values: list[float], p: float) -> float:
 
 # --- sections ----------------------------------------------------------------------------
 
-def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> dict:
-    root = make_cert("bench root", ca=True)
+def _lab(work: Path, name: str, mode: str = "http") -> tuple[ssl.SSLContext, Proc]:
+    """A root and a leaf for HOST in work/NAME-*.pem, a TLS 1.3 client context trusting
+    the root, and bench/upstream.py serving the leaf (`mode`: http or echo)."""
+    root = make_cert(f"{name} root", ca=True)
     leaf = make_cert(HOST, root, sans=(HOST,))
-    (work / "root.pem").write_bytes(root.pem)
-    (work / "leaf.pem").write_bytes(leaf.pem)
-    (work / "leaf.key").write_bytes(leaf.key_pem)
-    ctx = ssl.create_default_context(cafile=str(work / "root.pem"))
+    (work / f"{name}-root.pem").write_bytes(root.pem)
+    (work / f"{name}-leaf.pem").write_bytes(leaf.pem)
+    (work / f"{name}-leaf.key").write_bytes(leaf.key_pem)
+    ctx = ssl.create_default_context(cafile=str(work / f"{name}-root.pem"))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    up = upstream(work / "leaf.pem", work / "leaf.key")
+    return ctx, upstream(work / f"{name}-leaf.pem", work / f"{name}-leaf.key", mode)
+
+
+def throughput(work: Path, rounds: int, seq: int, conc: int, parallel: int) -> dict:
+    ctx, up = _lab(work, "bench")
     mapping = f"{HOST}:{up.port}:127.0.0.1:{up.port}"
     md = mitmdump()
-    ti = inspector("--trust", str(work / "root.pem"), "--connect-to", mapping,
+    ti = inspector("--trust", str(work / "bench-root.pem"), "--connect-to", mapping,
                    "--jsonl", str(work / "throughput.jsonl"))
     # short tunnels on the other relays: the default's hand-over must not cost them
-    others = {v: inspector("--trust", str(work / "root.pem"), "--connect-to", mapping, *args)
+    others = {v: inspector("--trust", str(work / "bench-root.pem"), "--connect-to", mapping, *args)
               for v, args in RELAY_VARIANTS.items() if v != f"inspector-{DEFAULT_RELAY}"}
     # mitmdump has no --connect-to: it reaches the upstream by address, with the same SNI
     variants = {
@@ -584,14 +590,7 @@ def idle_memory(work: Path, rounds: int, tunnels: int) -> dict:
     it). mitmdump and each relay, alternating round by round."""
     from inspector.mitm.relay import HANDOVER_AFTER
 
-    root = make_cert("idle root", ca=True)
-    leaf = make_cert(HOST, root, sans=(HOST,))
-    (work / "idle-root.pem").write_bytes(root.pem)
-    (work / "idle-leaf.pem").write_bytes(leaf.pem)
-    (work / "idle-leaf.key").write_bytes(leaf.key_pem)
-    ctx = ssl.create_default_context(cafile=str(work / "idle-root.pem"))
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    up = upstream(work / "idle-leaf.pem", work / "idle-leaf.key", "echo")
+    ctx, up = _lab(work, "idle", "echo")
     makers = {"mitmdump": mitmdump}
     makers |= {v: (lambda a=a: inspector("--no-probe", *a)) for v, a in RELAY_VARIANTS.items()}
     echoes = {"kb_per_tunnel": 4, "kb_per_tunnel_handed_over": HANDOVER_AFTER}

@@ -72,6 +72,16 @@ def tls_through_proxy(proxy_port: int, host: str, port: int, *, cafile: str | No
     return ctx.wrap_socket(sock, server_hostname=sni)
 
 
+def good_and_no_sni(proxy_port: int, port: int, cafile: str) -> None:
+    """Two tunnels to HOST at `port`: one with its SNI, one without (the server refuses
+    it: an sni-missing record)."""
+    with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=HOST):
+        pass
+    with pytest.raises(OSError):
+        with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=None):
+            pass
+
+
 def env_without_proxy() -> dict:
     env = dict(os.environ)
     for k in list(env):

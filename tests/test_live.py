@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import HOST, require_tool, tls_through_proxy, wait_for
+from .support import HOST, good_and_no_sni, require_tool, tls_through_proxy, wait_for
 
 SCREEN_TIMEOUT = 30.0
 
@@ -115,14 +115,6 @@ def _port(screen: str) -> int:
     return int(line.split("listening on 127.0.0.1:")[1].split()[0])
 
 
-def _good_and_no_sni(proxy_port: int, port: int, cafile: str) -> None:
-    with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=HOST):
-        pass
-    with pytest.raises(OSError):
-        with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=None):
-            pass
-
-
 def test_a_ui_killed_mid_run_is_restarted_no_tunnel_cut_no_record_lost(
         tmp_path, terminal, echo_server, strict_server, pki):
     echo, strict = echo_server.port, strict_server.port
@@ -134,7 +126,7 @@ def test_a_ui_killed_mid_run_is_restarted_no_tunnel_cut_no_record_lost(
     with tls_through_proxy(port, HOST, echo, cafile=pki["root_pem"], sni=HOST) as long_lived:
         long_lived.sendall(b"before")
         assert long_lived.recv(100) == b"before"
-        _good_and_no_sni(port, strict, pki["root_pem"])
+        good_and_no_sni(port, strict, pki["root_pem"])
         t.shows(" 3 tunnels", "sni-missing", "tunnels open 1", "probes in flight 0")
         ui = t.ui_pid()
         os.kill(ui, signal.SIGKILL)  # the UI dies as a crash would
@@ -142,7 +134,7 @@ def test_a_ui_killed_mid_run_is_restarted_no_tunnel_cut_no_record_lost(
         assert t.ui_pid() != ui
         long_lived.sendall(b"after")  # the tunnel opened before the crash still relays
         assert long_lived.recv(100) == b"after"
-        _good_and_no_sni(port, strict, pki["root_pem"])
+        good_and_no_sni(port, strict, pki["root_pem"])
     screen = t.shows(" 5 tunnels", "sni-missing 2", "tunnels open 0")
     assert "\x1b" not in screen and "Traceback" not in screen
     t.keys("q")

@@ -18,7 +18,7 @@ from inspector.tui import FileFeed
 from inspector.tui.feeds import PROBLEMS_REPORTED
 from inspector.tui.header.status import status_text
 
-from .support import HOST, RunningUI, live_proxy, tls_through_proxy, wait_for
+from .support import HOST, RunningUI, good_and_no_sni, live_proxy, wait_for
 
 
 def rec(i: int, **extra) -> dict:
@@ -180,14 +180,6 @@ async def _listening_port(ui: RunningUI) -> int:
     return int(app.status.source.rsplit(":", 1)[1])
 
 
-def _good_and_no_sni(proxy_port: int, port: int, cafile: str) -> None:
-    with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=HOST):
-        pass
-    with pytest.raises(OSError):
-        with tls_through_proxy(proxy_port, HOST, port, cafile=cafile, sni=None):
-            pass
-
-
 def test_the_ui_shows_the_proxy_records_and_reads_them_back(tmp_path, strict_server, pki, running_app):
     port = strict_server.port
 
@@ -197,7 +189,7 @@ def test_the_ui_shows_the_proxy_records_and_reads_them_back(tmp_path, strict_ser
             async with running_app(app) as ui:
                 proxy_port = await _listening_port(ui)
                 assert proxy_port == proxy.port
-                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await asyncio.to_thread(good_and_no_sni, proxy_port, port, pki["root_pem"])
                 await ui.wait_for(lambda: len(app.model.rows) >= 2, 20, "both records in the table")
                 rows = {r.sni: r for r in app.model.rows}
                 assert rows[HOST].outcome.startswith("established")
@@ -222,15 +214,15 @@ def test_a_new_ui_sees_every_record_once_and_the_proxy_never_waited(tmp_path, st
             first = await proxy.ui(tmp_path)
             async with running_app(first) as ui:
                 proxy_port = await _listening_port(ui)
-                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await asyncio.to_thread(good_and_no_sni, proxy_port, port, pki["root_pem"])
                 await ui.wait_for(lambda: len(first.model.rows) == 2, 20, "2 rows in the first UI")
             proxy.host.disconnect(proxy.link)  # as the supervisor does when a UI process ends
             for _ in range(3):  # no UI at all meanwhile
-                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await asyncio.to_thread(good_and_no_sni, proxy_port, port, pki["root_pem"])
             second = await proxy.ui(tmp_path)
             async with running_app(second) as ui:
                 await ui.shows(" 8 tunnels")
-                await asyncio.to_thread(_good_and_no_sni, proxy_port, port, pki["root_pem"])
+                await asyncio.to_thread(good_and_no_sni, proxy_port, port, pki["root_pem"])
                 await ui.shows(" 10 tunnels")
                 ids = [r.id for r in second.model.rows]
                 assert len(ids) == len(set(ids)) == 10
