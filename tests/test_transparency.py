@@ -24,8 +24,12 @@ TIMEOUT = 30.0
 class RawServer:
     """A one-connection TCP server on 127.0.0.1 running `script(conn)` in a thread."""
 
-    def __init__(self, script) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
+    def __init__(self, script, rcvbuf: int | None = None) -> None:
+        self._listener = socket.socket()
+        if rcvbuf is not None:  # before listen(): the window offered to the peer follows it
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen()
         self._listener.settimeout(TIMEOUT)
         self.port = self._listener.getsockname()[1]
         self.result: dict = {}
@@ -425,6 +429,72 @@ def test_a_client_that_stops_reading_stops_the_relay_not_the_cpu(pump):
     assert spent < 0.3, f"{spent:.2f} s of CPU in a second when nothing could move"
 
 
+@pytest.mark.parametrize("pump", ["splice", "protocol"])
+def test_a_trickle_to_a_server_that_stops_reading_stops_the_relay_not_the_cpu(pump):
+    """Back-pressure by pieces: a client writes 100-byte pieces to a server that has
+    stopped reading. Each piece takes a slot of a splice pipe however small it is, so
+    the pipe fills by slots long before its bytes: the relay must then wait for the
+    server, not spin on a source it cannot read into the pipe. Once the server reads
+    again, every piece arrives in order."""
+    import asyncio
+    import time
+
+    from inspector.mitm.addon import TunnelInspector
+    from inspector.mitm.embed import Proxy
+
+    reading = threading.Event()
+
+    def server(conn, out):
+        pong(conn)
+        reading.wait(TIMEOUT)  # stalled until the client has measured the relay's CPU
+        out["digest"] = hashlib.sha256(read_to_eof(conn)).hexdigest()
+
+    def client(port: int, srv_port: int) -> tuple[float, str, int]:
+        sent = hashlib.sha256()
+        pieces = 0
+        with connect_tunnel(port, "127.0.0.1", srv_port, timeout=TIMEOUT) as c:
+            ping(c)
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            c.setblocking(False)
+            deadline = time.monotonic() + 10
+            while pieces < 100_000 and time.monotonic() < deadline:
+                piece = struct.pack(">I", pieces) * 25
+                try:
+                    n = c.send(piece)
+                except BlockingIOError:
+                    break  # everything between here and the server is full
+                sent.update(piece[:n])
+                pieces += 1
+                if n < len(piece):
+                    break
+                # a piece each 0.2 ms: separate segments, so separate pipe slots (the
+                # trickle is the scenario, not a wait for an event)
+                time.sleep(0.0002)
+            cpu0 = time.process_time()
+            threading.Event().wait(1.0)  # nothing can move for this second
+            spent = time.process_time() - cpu0
+            reading.set()
+            c.setblocking(True)
+            c.shutdown(socket.SHUT_WR)
+            return spent, sent.hexdigest(), pieces
+
+    async def run():
+        srv = RawServer(server, rcvbuf=4096)
+        proxy = Proxy([TunnelInspector()], {"listen_host": "127.0.0.1", "listen_port": 0,
+                                            "inspector_probe": False, "inspector_relay_pump": pump})
+        _, port = await proxy.start()
+        try:
+            got = await asyncio.wait_for(asyncio.to_thread(client, port, srv.port), TIMEOUT)
+            return got, await asyncio.to_thread(srv.join)
+        finally:
+            await proxy.stop()
+
+    (spent, digest, pieces), result = asyncio.run(run())
+    assert pieces > 300, f"only {pieces} pieces: the pipe never filled by slots"
+    assert result.get("digest") == digest, result
+    assert spent < 0.3, f"{spent:.2f} s of CPU in a second when nothing could move"
+
+
 def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):
     """A CONNECT head sent in pieces, then the client goes: nothing was malformed, so
     no bad-connect; a malformed head still is one."""
@@ -446,3 +516,51 @@ def test_a_client_leaving_mid_request_is_closed_not_malformed(start_proxy):
     malformed = p.records(2, timeout=TIMEOUT)[1]
     assert malformed["handshake"]["outcome"] == "connect-failed"
     assert [f["code"] for f in malformed["findings"]] == ["bad-connect"]
+
+
+def test_no_pipe_for_a_splice_relay_is_one_warning_and_retries_until_one_comes(caplog):
+    """Out of descriptors, a direction retries for a pipe 20 times a second: one warning
+    per tunnel, not one per retry (a flood in the log and the UI); and once a pipe can
+    be made again, the bytes go through."""
+    import asyncio
+    import errno
+    import logging
+
+    from inspector.mitm import splice
+
+    class Exhausted(splice.PipePool):
+        def __init__(self, refusals: int) -> None:
+            super().__init__()
+            self.refusals = refusals
+
+        def take(self):
+            if self.refusals > 0:  # EMFILE cannot be caused here without starving the test itself
+                self.refusals -= 1
+                raise OSError(errno.EMFILE, "Too many open files")
+            return super().take()
+
+    async def run() -> bytes:
+        a, peer_a = socket.socketpair()
+        b, peer_b = socket.socketpair()
+        for s in (a, b):
+            s.setblocking(False)
+        ended = asyncio.get_running_loop().create_future()
+        pool = Exhausted(refusals=6)
+        tunnel = splice.SpliceTunnel(asyncio.get_running_loop(), a, b, ended.set_result, pool)
+        tunnel.start()
+        peer_a.sendall(b"through at last")
+        peer_a.shutdown(socket.SHUT_WR)
+        peer_b.shutdown(socket.SHUT_WR)
+        try:
+            await asyncio.wait_for(ended, TIMEOUT)
+            peer_b.settimeout(TIMEOUT)
+            return read_to_eof(peer_b)
+        finally:
+            tunnel.stop()
+            peer_a.close()
+            peer_b.close()
+
+    with caplog.at_level(logging.DEBUG, logger="inspector.mitm.splice"):
+        assert asyncio.run(run()) == b"through at last"
+    about_pipes = [r for r in caplog.records if "no pipe for a splice relay" in r.message]
+    assert [r.levelno for r in about_pipes] == [logging.WARNING] + [logging.DEBUG] * 5

@@ -300,3 +300,32 @@ def test_a_port_in_use_is_one_sentence_before_any_ui(tmp_path):
     assert r.returncode == 2
     assert r.stderr == f"tunnel-inspector: port {port} is in use: pick another with --listen-port\n"
     assert r.stdout == ""
+
+
+def test_a_ui_that_stops_reading_loses_figures_and_log_lines_but_never_quit():
+    """The proxy never waits on its UI: past LINK_BUFFER queued bytes, figures and log
+    lines are dropped; `quit` still goes out, or a UI that catches up would never learn
+    the run is over. (A writer with a full buffer stands in for a UI that stopped reading.)"""
+    from inspector.run.uihost import LINK_BUFFER, _Link
+
+    class FullWriter:
+        def __init__(self) -> None:
+            self.written: list[bytes] = []
+            self.transport = self
+
+        def is_closing(self) -> bool:
+            return False
+
+        def get_write_buffer_size(self) -> int:
+            return LINK_BUFFER + 1
+
+        def write(self, data: bytes) -> None:
+            self.written.append(data)
+
+    writer = FullWriter()
+    link = _Link(writer)  # type: ignore[arg-type]
+    link.send({"stats": {"tunnels_open": 1}})
+    link.send({"log": [30, "inspector", "a warning"]})
+    link.send({"quit": True})
+    assert [json.loads(x) for x in writer.written] == [{"quit": True}]
+    assert link.dropped == 2

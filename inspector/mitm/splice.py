@@ -130,6 +130,13 @@ class _Direction:
             try:
                 n = os.splice(self.src_fd, self.pipe[1], room, flags=_FLAGS)
             except BlockingIOError:
+                if self.pending and self.writing:
+                    # The pipe may be full by slots, not bytes (each splice takes one, however
+                    # few bytes it moves: 100-byte pieces fill a 1 MiB pipe at 25 KB) while
+                    # the source still holds bytes: watching it would spin. dst's
+                    # writability drains the pipe and resumes reading (_settle).
+                    self.watch_src(False)
+                    return
                 break
             except OSError as e:
                 self.tunnel.failed(self, e, reading=True)
@@ -219,6 +226,7 @@ class SpliceTunnel:
         self._done: Done | None = done
         self._dirs = (_Direction(self, a, b), _Direction(self, b, a))
         self.moved = False  # a byte went through: from now on, no other relay can take over
+        self.waited_for_pipe = False  # the warning that no pipe could be made was given
         self.over = False
 
     def start(self) -> None:
@@ -241,7 +249,10 @@ class SpliceTunnel:
         self._end(RESET_B if other is self._socks[1] else RESET_A)
 
     def wait_for_pipe(self, d: _Direction, e: OSError) -> None:
-        log.warning("no pipe for a splice relay (%s): retrying in %.2f s", e, PIPE_RETRY_S)
+        # once per tunnel: out of descriptors, each direction retries 20 times a second
+        (log.debug if self.waited_for_pipe else log.warning)(
+            "no pipe for a splice relay (%s): retrying every %.2f s", e, PIPE_RETRY_S)
+        self.waited_for_pipe = True
         d.watch_src(False)
         d.retry = self.loop.call_later(PIPE_RETRY_S, self._pipe_retry, d)
 

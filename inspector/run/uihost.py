@@ -59,7 +59,8 @@ class _Link:
     def send(self, message: dict) -> None:
         if self._writer.is_closing():
             return
-        if self._writer.transport.get_write_buffer_size() > LINK_BUFFER:
+        # `quit` is never dropped: a UI that catches up must still learn the run is over
+        if self._writer.transport.get_write_buffer_size() > LINK_BUFFER and "quit" not in message:
             self.dropped += 1
             return
         self._writer.write(json.dumps(message).encode("ascii") + b"\n")
