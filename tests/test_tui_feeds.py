@@ -261,7 +261,7 @@ def test_the_proxy_asks_the_ui_to_quit(tmp_path, running_app):
             app = await proxy.ui(tmp_path)
             async with running_app(app) as ui:
                 await _listening_port(ui)
-                proxy.link.send({"quit": True})
+                proxy.link.quit()
                 await ui.wait_for(lambda: app.return_code is not None, what="the UI to quit")
             assert app.return_code == 0 and app.feed_lost is None
 
@@ -326,6 +326,6 @@ def test_a_ui_that_stops_reading_loses_figures_and_log_lines_but_never_quit():
     link = _Link(writer)  # type: ignore[arg-type]
     link.send({"stats": {"tunnels_open": 1}})
     link.send({"log": [30, "inspector", "a warning"]})
-    link.send({"quit": True})
+    link.quit()
     assert [json.loads(x) for x in writer.written] == [{"quit": True}]
     assert link.dropped == 2

@@ -57,13 +57,19 @@ class _Link:
         self.dropped = 0
 
     def send(self, message: dict) -> None:
-        if self._writer.is_closing():
-            return
-        # `quit` is never dropped: a UI that catches up must still learn the run is over
-        if self._writer.transport.get_write_buffer_size() > LINK_BUFFER and "quit" not in message:
+        """Figures and log lines: dropped past LINK_BUFFER."""
+        if self._writer.transport.get_write_buffer_size() > LINK_BUFFER and not self._writer.is_closing():
             self.dropped += 1
             return
-        self._writer.write(json.dumps(message).encode("ascii") + b"\n")
+        self._write(message)
+
+    def quit(self) -> None:
+        """Never dropped: a UI that catches up must still learn the run is over."""
+        self._write({"quit": True})
+
+    def _write(self, message: dict) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(json.dumps(message).encode("ascii") + b"\n")
 
     def close(self) -> None:
         self._writer.close()
@@ -228,7 +234,7 @@ class UiSupervisor:
         if proc is None or proc.returncode is not None:
             return
         if self._link is not None:
-            self._link.send({"quit": True})
+            self._link.quit()
         for sig in (None, signal.SIGTERM, signal.SIGKILL):
             if sig is not None:
                 log.warning("the UI did not quit within %.0f s: sending it %s", UI_STOP_TIMEOUT,
