@@ -82,7 +82,7 @@ class ProxyFeed:
         self._records = FileFeed(hello["spool"], follow=True, poll_interval=self._poll_interval)
         await self._records.start(on_record)
         self._listener = asyncio.create_task(self._listen(reader))
-        return str(hello.get("source"))
+        return safe(str(hello.get("source")))  # as every feed's status: never raw text
 
     async def _message(self, reader: asyncio.StreamReader) -> dict | None:
         """The next message; None at the end of the stream (the proxy is gone)."""
