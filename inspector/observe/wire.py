@@ -364,11 +364,15 @@ def _server_name(data: bytes) -> bytes | None:
 
 
 def _alpn_raw(data: bytes) -> list[bytes]:
-    cur = _Cursor(data, "ALPN extension")
-    protos = _Cursor(cur.vector(2), "ALPN list")
+    return _vector_list(data, "ALPN extension", 2, "ALPN list", 1)
+
+
+def _vector_list(body: bytes, what: str, outer: int, items: str, inner: int) -> list[bytes]:
+    """The items of one vector (an `outer`-byte length) of `inner`-byte-length vectors."""
+    vectors = _Cursor(_Cursor(body, what).vector(outer), items)
     out = []
-    while protos.remaining:
-        out.append(protos.vector(1))
+    while vectors.remaining:
+        out.append(vectors.vector(inner))
     return out
 
 
@@ -399,12 +403,7 @@ def parse_server_hello(body: bytes) -> ServerHello:
 
 def parse_certificate_list(body: bytes) -> list[bytes]:
     """The DER certificates of a TLS <= 1.2 Certificate message, in served order."""
-    cur = _Cursor(body, "Certificate message")
-    certs = _Cursor(cur.vector(3), "certificate list")
-    out = []
-    while certs.remaining:
-        out.append(certs.vector(3))
-    return out
+    return _vector_list(body, "Certificate message", 3, "certificate list", 3)
 
 
 @dataclass(frozen=True)
