@@ -50,17 +50,22 @@ log = logging.getLogger(__name__)
 # One flush applies at most this many rows, so opening a big file never freezes the
 # screen for long; the rest waits for the next tick.
 MAX_ROWS_PER_FLUSH = 25_000
-# Rows live as long as the session. Python's full garbage collection walks every
-# live object: at 100k rows it took 120-270 ms, a visible stutter every few batches.
-# Each time this many rows were added, what exists is moved out of the collector's
-# sight (gc.freeze); rows hold no reference cycles, so they are still freed on clear.
-GC_FREEZE_ROWS = 20_000
+# Rows live as long as the session, and so does what the UI made at start (modules,
+# widgets, styles). Python's full garbage collection walks every tracked object: under
+# a flood of tunnels it took 35-60 ms of CPU at 6k rows (120-270 ms at 100k), and a key
+# pressed meanwhile waited for it. After the first frame, and each time this many rows
+# were added, garbage is collected and what is left is moved out of the collector's
+# sight (gc.freeze), so a collection walks only what came since: ~5 ms at this many
+# rows. Collected first because frozen garbage is never freed: under a flood, 3-7
+# thousand unreachable objects were waiting at each freeze. Rows hold no reference
+# cycles, so frozen ones are still freed on clear.
+GC_FREEZE_ROWS = 2_000
 # Rows counted into the hosts view per idle tick (about 10 ms at 5k).
 HOSTS_PER_IDLE_FLUSH = 5_000
 # While rows keep coming, they are applied at most this often (s): every other tick of
-# the 0.15 s timer. Each apply repaints the whole table (it scrolls), ~14 ms of CPU at
-# 160x45, a key pressed meanwhile waits for it; a lone row after a quiet spell still
-# shows at the next tick.
+# the 0.15 s timer. While following, each apply repaints the whole table (it scrolls),
+# ~6 ms of CPU at 160x45, and a key pressed meanwhile waits for it; a lone row after a
+# quiet spell still shows at the next tick.
 APPLY_GAP = 0.25
 # After a key, rows wait this long (s), so the key's redraw is drawn alone.
 KEY_FIRST = 0.1
@@ -174,6 +179,7 @@ class InspectorApp(App[int]):
         self.set_interval(self.flush_interval, self.flush)
         self._catch_sigterm(True)
         self._render_status()
+        self.call_after_refresh(self._settle_garbage)
         self.run_worker(self._start_feed(), name="feed start", exit_on_error=False)
 
     async def _start_feed(self) -> None:
@@ -274,8 +280,13 @@ class InspectorApp(App[int]):
         if self.hosts.display:
             self.hosts.reload()
         if len(self.model.rows) - self._frozen_at >= GC_FREEZE_ROWS:
-            gc.freeze()
-            self._frozen_at = len(self.model.rows)
+            self._settle_garbage()
+
+    def _settle_garbage(self) -> None:
+        """See GC_FREEZE_ROWS."""
+        gc.collect()
+        gc.freeze()
+        self._frozen_at = len(self.model.rows)
 
     def _feed_stats(self) -> dict:
         stats = getattr(self.feed, "stats", None)
