@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -34,6 +34,9 @@ BAR = 1  # the scrollbar column, at the right edge
 
 # A cell: one (text, style) part, or several (the codes column colours each code).
 Part = tuple[str, Style | None]
+# What a line shows: ("header", width), ("empty" | "blank", thumb, width) or
+# ("row", row key, cursor state, thumb, width).
+LineKey = tuple[Hashable, ...]
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def fit(parts: list[Part], width: int, right: bool = False, middle: bool = False
 
 class _Geometry(NamedTuple):
     top: int  # the row on the first body line
-    count: int  # rows
+    rows: int
     width: int
     thumb: range  # the body lines (0 = the first row's) the scrollbar's thumb covers
     state: int  # the cursor row's look: 1 focused, 2 not
@@ -196,12 +199,12 @@ class VirtualTable(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.cursor = 0
-        self._lines: LRUCache[Hashable, Strip] = LRUCache(256)
+        self._lines: LRUCache[LineKey, Strip] = LRUCache(256)
         self._styles: dict[str, Style] = {}
         self._widths: tuple[int, list[int]] = (-1, [])
         # What each line of the widget shows (its cache key), as last drawn: after the
         # model changed, only the lines whose key differs are drawn again.
-        self._drawn: dict[int, Hashable] = {}
+        self._drawn: dict[int, LineKey] = {}
         self._frame: _Geometry | None = None  # while a frame is drawn
 
     # --- what subclasses provide ------------------------------------------------------
@@ -360,14 +363,14 @@ class VirtualTable(ScrollView, can_focus=True):
         state = 1 if self.has_focus else 2
         return _Geometry(top, count, region.width, thumb, state, self.rich_style)
 
-    def _line_key(self, y: int, g: _Geometry) -> Hashable:
+    def _line_key(self, y: int, g: _Geometry) -> LineKey:
         """What line `y` shows: equal keys, equal lines."""
         if y == 0:
             return "header", g.width
         bar = y - 1 in g.thumb
         pos = g.top + y - 1
-        if pos >= g.count:
-            return ("empty" if g.count == 0 and y == 1 else "blank"), bar, g.width
+        if pos >= g.rows:
+            return ("empty" if g.rows == 0 and y == 1 else "blank"), bar, g.width
         return "row", self.row_key(pos), g.state if pos == self.cursor else 0, bar, g.width
 
     def render_lines(self, crop: Region) -> list[Strip]:
@@ -387,7 +390,7 @@ class VirtualTable(ScrollView, can_focus=True):
             strip = self._lines[key] = self._draw(key, g.top + y - 1, g.width, g.style)
         return strip
 
-    def _draw(self, key: Hashable, pos: int, width: int, base: Style) -> Strip:
+    def _draw(self, key: LineKey, pos: int, width: int, base: Style) -> Strip:
         inner = width - BAR
         widths = self._column_widths(inner)
         if key[0] == "header":
@@ -395,7 +398,7 @@ class VirtualTable(ScrollView, can_focus=True):
             return Strip([*self._header(widths, inner, style), Segment(" " * BAR, style)], width)
         bar = Segment(" " * BAR, base + self.style("scrollbar-thumb" if key[-2] else "scrollbar"))
         if key[0] == "row":
-            return self._row(pos, key[2], widths, inner, bar, base)
+            return self._row(pos, cast(int, key[2]), widths, inner, bar, base)
         text = [(self.EMPTY_TEXT, base + self.style("empty"))] if key[0] == "empty" else []
         line = fit([(" " * PAD, base), *text], inner)
         return Strip([*Segment.apply_style(line, base), bar], width)
