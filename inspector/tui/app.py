@@ -280,13 +280,13 @@ class InspectorApp(App[int]):
         if self.hosts.display:
             self.hosts.reload()
         if len(self.model.rows) - self._frozen_at >= GC_FREEZE_ROWS:
-            self._settle_garbage()
+            self._frozen_at = len(self.model.rows)
+            self.call_after_refresh(self._settle_garbage)  # the rows on screen first
 
     def _settle_garbage(self) -> None:
         """See GC_FREEZE_ROWS."""
         gc.collect()
         gc.freeze()
-        self._frozen_at = len(self.model.rows)
 
     def _feed_stats(self) -> dict:
         stats = getattr(self.feed, "stats", None)
