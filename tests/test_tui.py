@@ -402,6 +402,12 @@ def test_the_scrollbar_shows_where_the_view_is_and_the_wheel_scrolls(tmp_path, r
             assert bar.count(True) == size and not bar[0]  # the thumb moved down
             table.post_message(events.MouseScrollUp(table, 10, 5, 0, -1, 0, False, False, False))
             await ui.wait_for(lambda: not table.follow, what="the wheel up to stop following")
+            edge = table.size.width - 1
+            await ui.pilot.click(table, offset=(edge, height))  # the scrollbar's bottom: the last row
+            await ui.wait_for(lambda: table.current_index == 199 and table.follow, what="the last row")
+            await ui.pilot.click(table, offset=(edge, 1 + height // 2))  # its middle: the middle
+            await ui.wait_for(lambda: 90 <= table.current_index <= 110, what="the middle row")
+            assert 0 < table.scroll_y < table.max_scroll_y
 
     asyncio.run(run())
 

@@ -3,8 +3,8 @@
 Textual's DataTable measures and stores every cell (13 s and 300 MB at 100k rows,
 facts/textual.md); this is a `ScrollView` with `render_line`, in the manner of
 Toolong's log view: the subclass says how many rows there are and what the cells of
-row N are, and rendered lines are cached until the row, the cursor or the width
-changes. Cells are plain text with a rich Style: nothing is ever parsed as markup.
+row N are, and rendered lines are cached until the row, the cursor, the scrollbar's
+thumb or the width changes. Cells are plain text with a rich Style: nothing is ever parsed as markup.
 
 The scrollbar is the last cell of each line, drawn here, not Textual's ScrollBar
 widget: that widget is a second full-height render on every frame that moves it, and
@@ -341,8 +341,13 @@ class VirtualTable(ScrollView, can_focus=True):
         offset = event.get_content_offset(self)
         if offset is None or offset.y == 0:
             return
+        count = self.row_count()
+        if offset.x >= self.scrollable_content_region.width - BAR:
+            # On the scrollbar: to the same place in the rows (top: first, bottom: last).
+            self.move_cursor(round((offset.y - 1) / max(1, self.body_height - 1) * (count - 1)))
+            return
         pos = round(self.scroll_y) + offset.y - 1
-        if pos < self.row_count():
+        if pos < count:
             self.move_cursor(pos)
 
     # --- drawing ----------------------------------------------------------------------
