@@ -1014,3 +1014,40 @@ def test_an_empty_file_says_so_not_to_point_a_client_at_an_address(tmp_path, run
             assert "point a client" not in screen
 
     asyncio.run(run())
+
+
+def test_an_empty_view_says_why_it_is_empty(tmp_path, real, running_app):
+    """A table with no row to show never says "no tunnels yet" when there are tunnels:
+    it says that rows wait behind pause, or that the filter hides every one."""
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with running_app(app, SIZE) as ui:
+            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+            await ui.shows("no tunnels yet")
+            await ui.press("p")
+            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(2)))
+            await ui.shows("2 tunnels waiting: p shows them")
+            await ui.press("p")
+            await ui.shows(" 2 tunnels")
+            await ui.press("slash", *"no-such-host")
+            await ui.wait_for(lambda: app.model.needle == "no-such-host", what="the search")
+            await ui.press("enter")
+            screen = await ui.shows("nothing matches the filter (see the header)")
+            assert "no tunnels yet" not in screen
+            await ui.press("h")
+            screen = await ui.shows("view: hosts", "nothing matches the filter (see the header)")
+            assert "no hosts yet" not in screen
+            await ui.press("h", "slash", "escape")
+            screen = await ui.shows(" 2 tunnels")
+            assert "nothing matches" not in screen
+
+    asyncio.run(run())
+
+
+def test_a_file_being_read_is_not_called_empty(tmp_path, records):
+    path = write_jsonl(tmp_path / "r.jsonl", records)
+    feed = FileFeed(path)
+    assert feed.empty_text == "reading…"  # the reader has not finished the file
+    feed.loaded.set()
+    assert feed.empty_text == "no tunnel records in this file"

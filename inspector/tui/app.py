@@ -30,6 +30,7 @@ from textual.widgets import Footer
 
 from inspector.records.escape import safe
 from inspector.records.export import export_flagged
+from inspector.records.text import plural
 from inspector.tui.detail import DetailPane
 from inspector.tui.eventlog import EventLog, LogRouter, default_log_path
 from inspector.tui.feeds import Feed
@@ -135,7 +136,6 @@ class InspectorApp(App[int]):
         yield StatusHeader(id="status")
         yield SearchBar(id="search")
         table = TunnelTable(self.model, id="tunnels")
-        table.EMPTY_TEXT = getattr(self.feed, "empty_text", table.EMPTY_TEXT)
         if len(getattr(self.feed, "paths", ())) > 1:
             table.show_source()
         yield table
@@ -319,6 +319,24 @@ class InspectorApp(App[int]):
         if text != self._status_shown:  # most ticks change nothing; the size never changes
             self._widgets["status"].update(text, layout=False)
             self._status_shown = text
+        self._say_why_empty()
+
+    def _say_why_empty(self) -> None:
+        """What a table with no row to show says: that the filter hides every row, that
+        rows wait (paused, or until the next tick), or the feed's own word (no tunnel
+        yet, an empty file, a file still being read)."""
+        waiting = len(self._pending)
+        if self.model.rows:
+            tunnels = hosts = "nothing matches the filter (see the header)"
+        elif waiting and self.paused:
+            tunnels = hosts = f"{plural(waiting, 'tunnel')} waiting: p shows them"
+        elif waiting:
+            tunnels = hosts = "reading…"
+        else:
+            tunnels = getattr(self.feed, "empty_text", TunnelTable.EMPTY_TEXT)
+            hosts = HostsTable.EMPTY_TEXT
+        self.table.set_empty_text(tunnels)
+        self.hosts.set_empty_text(hosts)
 
     # --- full records -----------------------------------------------------------------
 

@@ -167,6 +167,8 @@ class FileFeed:
 
     @property
     def empty_text(self) -> str:
+        if not self.loaded.is_set():
+            return "reading…"
         return ("no tunnel records yet: waiting for the file to grow" if self.follow
                 else "no tunnel records in this file")
 

@@ -34,8 +34,8 @@ BAR = 1  # the scrollbar column, at the right edge
 
 # A cell: one (text, style) part, or several (the codes column colours each code).
 Part = tuple[str, Style | None]
-# What a line shows: ("header", width), ("empty" | "blank", thumb, width) or
-# ("row", row key, cursor state, thumb, width).
+# What a line shows: ("header", width), ("empty", text, thumb, width), ("blank", thumb,
+# width) or ("row", row key, cursor state, thumb, width).
 LineKey = tuple[Hashable, ...]
 
 
@@ -206,6 +206,7 @@ class VirtualTable(ScrollView, can_focus=True):
         # model changed, only the lines whose key differs are drawn again.
         self._drawn: dict[int, LineKey] = {}
         self._frame: _Geometry | None = None  # while a frame is drawn
+        self.empty_text = self.EMPTY_TEXT
 
     # --- what subclasses provide ------------------------------------------------------
 
@@ -222,6 +223,12 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def cursor_moved(self, by_user: bool) -> None:
         """Called after the cursor moved."""
+
+    def set_empty_text(self, text: str) -> None:
+        """What the table says while it has no row to show."""
+        if text != self.empty_text:
+            self.empty_text = text
+            self.rows_changed()
 
     # --- styles -----------------------------------------------------------------------
 
@@ -375,7 +382,9 @@ class VirtualTable(ScrollView, can_focus=True):
         bar = y - 1 in g.thumb
         pos = g.top + y - 1
         if pos >= g.rows:
-            return ("empty" if g.rows == 0 and y == 1 else "blank"), bar, g.width
+            if g.rows == 0 and y == 1:
+                return "empty", self.empty_text, bar, g.width
+            return "blank", bar, g.width
         return "row", self.row_key(pos), g.state if pos == self.cursor else 0, bar, g.width
 
     def render_lines(self, crop: Region) -> list[Strip]:
@@ -404,7 +413,7 @@ class VirtualTable(ScrollView, can_focus=True):
         bar = Segment(" " * BAR, base + self.style("scrollbar-thumb" if key[-2] else "scrollbar"))
         if key[0] == "row":
             return self._row(pos, cast(int, key[2]), widths, inner, bar, base)
-        text = [(self.EMPTY_TEXT, base + self.style("empty"))] if key[0] == "empty" else []
+        text = [(str(key[1]), base + self.style("empty"))] if key[0] == "empty" else []
         line = fit([(" " * PAD, base), *text], inner)
         return Strip([*Segment.apply_style(line, base), bar], width)
 
