@@ -5,6 +5,7 @@ Helpers live in tests/support.py, imported by name where they are used."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import logging
 from pathlib import Path
@@ -112,7 +113,10 @@ def running_app():
             if isinstance(message, Notify):
                 notifications.append(message.notification)
 
-        async with app.run_test(size=size, message_hook=hook) as pilot:
-            yield RunningUI(app, pilot, notifications)
+        try:
+            async with app.run_test(size=size, message_hook=hook) as pilot:
+                yield RunningUI(app, pilot, notifications)
+        finally:
+            gc.unfreeze()  # the app froze this process's objects; later tests' garbage is theirs
 
     return run

@@ -26,6 +26,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from rich.console import Console
 from textual import events
+from textual.geometry import Region
 
 from inspector.chain.trust import load_profile
 from inspector.chain.verify import verify_chain
@@ -370,7 +371,9 @@ def _bar(app: InspectorApp) -> list[bool]:
     thumb = table.style("scrollbar-thumb").bgcolor
     track = table.style("scrollbar").bgcolor
     assert thumb != track
-    cells = [list(table.render_line(y))[-1] for y in range(1, table.body_height + 1)]
+    # through Textual's line cache, as the terminal got them (render_line would draw anew)
+    lines = table.render_lines(Region(0, 1, table.size.width, table.body_height))
+    cells = [list(line)[-1] for line in lines]
     assert all(c.text == " " and c.style.bgcolor in (thumb, track) for c in cells), cells
     return [c.style.bgcolor == thumb for c in cells]
 
@@ -408,6 +411,26 @@ def test_the_scrollbar_shows_where_the_view_is_and_the_wheel_scrolls(tmp_path, r
             await ui.pilot.click(table, offset=(edge, 1 + height // 2))  # its middle: the middle
             await ui.wait_for(lambda: 90 <= table.current_index <= 110, what="the middle row")
             assert 0 < table.scroll_y < table.max_scroll_y
+            await ui.pilot.mouse_down(table, offset=(edge, 1 + height // 2))  # dragged to the top
+            await ui.pilot.hover(table, offset=(edge, 1))
+            await ui.pilot.mouse_up(table, offset=(edge, 1))
+            await ui.wait_for(lambda: table.current_index == 0, what="the first row")
+            assert _bar(app)[0]
+
+    asyncio.run(run())
+
+
+def test_with_every_row_in_view_the_last_cell_is_part_of_its_row(tmp_path, real, running_app):
+    async def run():
+        feed = ListFeed()
+        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+        async with running_app(app, SIZE) as ui:
+            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(5)))
+            await ui.wait_for(lambda: app.table.current_index == 4, what="5 rows")
+            table = app.table
+            await ui.pilot.click(table, offset=(table.size.width - 1, 3))  # row 2's line
+            await ui.wait_for(lambda: table.cursor == 2, what="row 2 chosen")
 
     asyncio.run(run())
 
@@ -468,7 +491,8 @@ def test_garbage_is_collected_then_frozen_at_start_and_every_few_thousand_rows(
         tmp_path, real, running_app, monkeypatch):
     """A full collection walks every object not frozen: under a flood it took 35-60 ms
     of the UI's CPU at 6k rows, and a key waited for it. What the UI made at start, and
-    the rows, are frozen after a collection (frozen garbage would never be freed)."""
+    the rows, are frozen after a collection (frozen garbage would never be freed), and
+    now and then all is unfrozen and collected once (what died frozen is freed)."""
     from inspector.tui import app as app_module
 
     calls: list[str] = []
@@ -482,20 +506,27 @@ def test_garbage_is_collected_then_frozen_at_start_and_every_few_thousand_rows(
             calls.append("freeze")
             gc.freeze()
 
+        def unfreeze(self) -> None:
+            calls.append("unfreeze")
+            gc.unfreeze()
+
     monkeypatch.setattr(app_module, "gc", RecordingGC())
+    monkeypatch.setattr(app_module, "GC_FREEZE_ROWS", 50)
+    monkeypatch.setattr(app_module, "GC_FULL_EVERY", 3)
 
     async def run():
         feed = ListFeed()
         app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
         async with running_app(app, SIZE) as ui:
             await ui.wait_for(lambda: calls == ["collect", "freeze"], what="the first frame's freeze")
-            rows = app_module.GC_FREEZE_ROWS
-            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(rows - 1)))
-            await ui.wait_for(lambda: len(app.model.rows) == rows - 1, what="the rows")
+            feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(49)))
+            await ui.wait_for(lambda: len(app.model.rows) == 49, what="the rows")
             assert calls == ["collect", "freeze"]
-            feed.push({**real["ok"], "id": "last"})
+            feed.push({**real["ok"], "id": "t49"})
             await ui.wait_for(lambda: len(calls) == 4, what="the next freeze")
-            assert calls == ["collect", "freeze"] * 2
+            feed.push(*({**real["ok"], "id": f"u{i}"} for i in range(50)))
+            await ui.wait_for(lambda: len(calls) == 7, what="the third freeze")
+            assert calls == ["collect", "freeze"] * 2 + ["unfreeze", "collect", "freeze"]
 
     asyncio.run(run())
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
@@ -34,9 +34,6 @@ BAR = 1  # the scrollbar column, at the right edge
 
 # A cell: one (text, style) part, or several (the codes column colours each code).
 Part = tuple[str, Style | None]
-# What a line shows: ("header", width), ("empty", text, thumb, width), ("blank", thumb,
-# width) or ("row", row key, cursor state, thumb, width).
-LineKey = tuple[Hashable, ...]
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def cut_middle(text: str, width: int) -> str:
 
 
 def cells_of(text: str) -> int:
-    """Cells `text` takes: printable ASCII is one a character, and needs no lookup."""
+    """Cells `text` takes: printable ASCII takes one per character, with no lookup."""
     return len(text) if text.isascii() and text.isprintable() else cell_len(text)
 
 
@@ -137,6 +134,16 @@ def fit_parts(parts: list[Part], width: int, right: bool = False, middle: bool =
 def fit(parts: list[Part], width: int, right: bool = False, middle: bool = False) -> list[Segment]:
     """`fit_parts`, as segments."""
     return [Segment(text, style) for text, style in fit_parts(parts, width, right, middle)]
+
+
+class LineKey(NamedTuple):
+    """What a line shows: equal keys, equal lines."""
+
+    kind: str  # "header", "row", "empty" (the table's empty text) or "blank"
+    what: Hashable  # the row's key (row_key), or the empty text
+    state: int  # the cursor on this row: 0 not, 1 focused, 2 not focused
+    thumb: bool  # the scrollbar's thumb is on this line
+    width: int
 
 
 class _Geometry(NamedTuple):
@@ -207,6 +214,7 @@ class VirtualTable(ScrollView, can_focus=True):
         self._drawn: dict[int, LineKey] = {}
         self._frame: _Geometry | None = None  # while a frame is drawn
         self.empty_text = self.EMPTY_TEXT
+        self._dragging = False  # the scrollbar is held with the mouse
 
     # --- what subclasses provide ------------------------------------------------------
 
@@ -297,7 +305,7 @@ class VirtualTable(ScrollView, can_focus=True):
             self.cursor = max(0, count - 1)
         geometry = self._geometry()
         stale = [y for y in range(region.height) if self._drawn.get(y) != self._line_key(y, geometry)]
-        if len(stale) > region.height // 2:
+        if len(stale) > region.height // 2:  # one region for all: fewer for Textual to merge
             self.refresh()
         else:
             for y in stale:
@@ -346,16 +354,38 @@ class VirtualTable(ScrollView, can_focus=True):
 
     def on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
-        if offset is None or offset.y == 0:
-            return
-        count = self.row_count()
-        if offset.x >= self.scrollable_content_region.width - BAR:
-            # On the scrollbar: to the same place in the rows (top: first, bottom: last).
-            self.move_cursor(round((offset.y - 1) / max(1, self.body_height - 1) * (count - 1)))
+        if offset is None or offset.y == 0 or self._on_scrollbar(offset.x):
             return
         pos = round(self.scroll_y) + offset.y - 1
-        if pos < count:
+        if pos < self.row_count():
             self.move_cursor(pos)
+
+    # The scrollbar: pressed or dragged, the cursor goes to the same place in the rows
+    # (its top line: the first row, its bottom line: the last). With no rows out of
+    # view there is no thumb, and its column is the last cell of each row.
+
+    def _on_scrollbar(self, x: int) -> bool:
+        return x >= self.scrollable_content_region.width - BAR and self.row_count() > self.body_height
+
+    def _to_scrollbar_place(self, y: int) -> None:
+        share = min(1.0, max(0.0, (y - 1) / max(1, self.body_height - 1)))
+        self.move_cursor(round(share * (self.row_count() - 1)))
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        offset = event.get_content_offset(self)
+        if offset is not None and offset.y > 0 and self._on_scrollbar(offset.x):
+            self._dragging = True
+            self.capture_mouse()
+            self._to_scrollbar_place(offset.y)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._dragging:
+            self._to_scrollbar_place(event.get_content_offset_capture(self).y)
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self._dragging:
+            self._dragging = False
+            self.release_mouse()
 
     # --- drawing ----------------------------------------------------------------------
 
@@ -376,16 +406,16 @@ class VirtualTable(ScrollView, can_focus=True):
         return _Geometry(top, count, region.width, thumb, state, self.rich_style)
 
     def _line_key(self, y: int, g: _Geometry) -> LineKey:
-        """What line `y` shows: equal keys, equal lines."""
         if y == 0:
-            return "header", g.width
-        bar = y - 1 in g.thumb
+            return LineKey("header", None, 0, False, g.width)
+        thumb = y - 1 in g.thumb
         pos = g.top + y - 1
         if pos >= g.rows:
             if g.rows == 0 and y == 1:
-                return "empty", self.empty_text, bar, g.width
-            return "blank", bar, g.width
-        return "row", self.row_key(pos), g.state if pos == self.cursor else 0, bar, g.width
+                return LineKey("empty", self.empty_text, 0, thumb, g.width)
+            return LineKey("blank", None, 0, thumb, g.width)
+        state = g.state if pos == self.cursor else 0
+        return LineKey("row", self.row_key(pos), state, thumb, g.width)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         # The geometry once per frame, not per line: each region lookup walks styles.
@@ -407,13 +437,13 @@ class VirtualTable(ScrollView, can_focus=True):
     def _draw(self, key: LineKey, pos: int, width: int, base: Style) -> Strip:
         inner = width - BAR
         widths = self._column_widths(inner)
-        if key[0] == "header":
+        if key.kind == "header":
             style = base + self.style("header")
             return Strip([*self._header(widths, inner, style), Segment(" " * BAR, style)], width)
-        bar = Segment(" " * BAR, base + self.style("scrollbar-thumb" if key[-2] else "scrollbar"))
-        if key[0] == "row":
-            return self._row(pos, cast(int, key[2]), widths, inner, bar, base)
-        text = [(str(key[1]), base + self.style("empty"))] if key[0] == "empty" else []
+        bar = Segment(" " * BAR, base + self.style("scrollbar-thumb" if key.thumb else "scrollbar"))
+        if key.kind == "row":
+            return self._row(pos, key.state, widths, inner, bar, base)
+        text = [(str(key.what), base + self.style("empty"))] if key.kind == "empty" else []
         line = fit([(" " * PAD, base), *text], inner)
         return Strip([*Segment.apply_style(line, base), bar], width)
 
