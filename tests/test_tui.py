@@ -10,6 +10,7 @@ intermediate whose root no store holds), since probing is not what these tests a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime as dt
 import gc
@@ -91,6 +92,16 @@ class ListFeed:
         for r in records:
             self._kept.append(copy.deepcopy(r))
             self.on_record(copy.deepcopy(r), len(self._kept) - 1)
+
+
+@contextlib.asynccontextmanager
+async def fed_app(running_app, tmp_path: Path):
+    """An app on a ListFeed, running, its feed started: yields (ui, feed)."""
+    feed = ListFeed()
+    app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
+    async with running_app(app, SIZE) as ui:
+        await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        yield ui, feed
 
 
 def app_for(path: Path, tmp_path: Path, **kw) -> InspectorApp:
@@ -342,10 +353,8 @@ def test_slash_searches_host_sni_code_and_subject_case_insensitively(jsonl, reco
 
 def test_scrolling_up_stops_following_and_end_resumes(tmp_path, real, running_app):
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             for i in range(100):
                 feed.push({**real["ok"], "id": f"t{i}"})
             await ui.wait_for(lambda: len(app.model.rows) == 100, what="100 rows")
@@ -382,10 +391,8 @@ def test_the_scrollbar_shows_where_the_view_is_and_the_wheel_scrolls(tmp_path, r
     """The table draws its own scrollbar in its last column (Textual's ScrollBar widget
     was a second full-height render on every frame that scrolled)."""
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(10)))
             await ui.wait_for(lambda: app.table.current_index == 9, what="10 rows")
             assert not any(_bar(app))  # all rows in view: no thumb
@@ -422,10 +429,8 @@ def test_the_scrollbar_shows_where_the_view_is_and_the_wheel_scrolls(tmp_path, r
 
 def test_with_every_row_in_view_the_last_cell_is_part_of_its_row(tmp_path, real, running_app):
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(5)))
             await ui.wait_for(lambda: app.table.current_index == 4, what="5 rows")
             table = app.table
@@ -440,10 +445,8 @@ def test_rows_arriving_below_the_view_redraw_only_the_scrollbar(tmp_path, real, 
     the lines the thumb leaves or reaches are drawn again (a whole-table redraw per
     batch cost ~2.5 ms and 18 KB to the terminal, 4 times a second under a flood)."""
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(1000)))
             await ui.wait_for(lambda: app.table.current_index == 999, what="1000 rows")
             await ui.press("up")
@@ -471,10 +474,8 @@ def test_rows_arriving_below_the_view_redraw_only_the_scrollbar(tmp_path, real, 
 
 def test_rows_arriving_in_a_table_not_yet_full_show_while_not_following(tmp_path, real, running_app):
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(3)))
             await ui.wait_for(lambda: app.table.current_index == 2, what="3 rows")
             await ui.press("up")
@@ -536,10 +537,8 @@ def test_the_header_changes_with_the_table_in_one_frame(tmp_path, real, running_
     message: a frame drawn right after shows both (a message cost a second frame, ~30 ms
     later in a real terminal)."""
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(5)))
             await ui.wait_for(lambda: app.table.current_index == 4, what="the cursor on the newest row")
             assert app.status.follow
@@ -626,10 +625,8 @@ def test_the_chain_stays_readable_in_a_narrow_pane(records):
 
 def test_the_detail_pane_stays_on_its_tunnel_while_new_ones_arrive(tmp_path, records, running_app):
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*records[:3])
             await ui.wait_for(lambda: len(app.model.rows) == 3, what="3 rows")
             await ui.press("enter")
@@ -756,10 +753,8 @@ def test_p_pauses_with_a_waiting_count_and_resumes(tmp_path, records, running_ap
 
 def test_c_clears_everything_shown_and_waiting(tmp_path, records, running_app):
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             feed.push(*records)
             await ui.wait_for(lambda: len(app.model.rows) == len(records), what="every row")
             await ui.press("p")
@@ -1051,10 +1046,8 @@ def test_an_empty_view_says_why_it_is_empty(tmp_path, real, running_app):
     """A table with no row to show never says "no tunnels yet" when there are tunnels:
     it says that rows wait behind pause, or that the filter hides every one."""
     async def run():
-        feed = ListFeed()
-        app = InspectorApp(feed, export_dir=tmp_path, log_path=None)
-        async with running_app(app, SIZE) as ui:
-            await ui.wait_for(lambda: feed.on_record is not None, what="the feed to start")
+        async with fed_app(running_app, tmp_path) as (ui, feed):
+            app = ui.app
             await ui.shows("no tunnels yet")
             await ui.press("p")
             feed.push(*({**real["ok"], "id": f"t{i}"} for i in range(2)))
