@@ -438,7 +438,6 @@ class InspectorApp(App[int]):
             self._pending.clear()
         self.model.clear()
         self._frozen_at = 0
-        self._freezes = 0
         self.detail.display = False
         self.table.rows_changed(reset_cache=True)
         self.table.set_follow(True)

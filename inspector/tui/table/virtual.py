@@ -365,7 +365,8 @@ class VirtualTable(ScrollView, can_focus=True):
     # view there is no thumb, and its column is the last cell of each row.
 
     def _on_scrollbar(self, x: int) -> bool:
-        return x >= self.scrollable_content_region.width - BAR and self.row_count() > self.body_height
+        g = self._geometry()
+        return x >= g.width - BAR and bool(g.thumb)
 
     def _to_scrollbar_place(self, y: int) -> None:
         share = min(1.0, max(0.0, (y - 1) / max(1, self.body_height - 1)))
